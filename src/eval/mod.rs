@@ -1,0 +1,280 @@
+//! Concrete evaluator: batched forward pass in f32 (as deployed) or f64.
+//!
+//! Every analysis that needs a concrete output (counterexample checks, attacks, sampling,
+//! smoothing) goes through [`forward`], so a counterexample is always re-checked by this one
+//! implementation.
+
+pub mod kernels;
+
+use crate::ir::{BinaryKind, Graph, Node, Op, Param};
+use rayon::prelude::*;
+use std::fmt::Debug;
+use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
+use thiserror::Error;
+
+/// Errors of the concrete evaluator.
+#[derive(Debug, Error)]
+pub enum EvalError {
+    #[error(
+        "input has {got} values, but the network expects {expected} per sample x {batch} samples"
+    )]
+    InputSize {
+        expected: usize,
+        batch: usize,
+        got: usize,
+    },
+}
+
+/// Floating-point element type of an evaluation.
+pub trait Scalar:
+    Copy
+    + Send
+    + Sync
+    + Default
+    + PartialOrd
+    + Debug
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INFINITY: Self;
+    /// Round-to-nearest conversion.
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn tanh(self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+    /// The copy of a parameter in this precision.
+    fn param(p: &Param) -> &[Self];
+    /// Raw strided GEMM `C = A B + beta C`.
+    ///
+    /// # Safety
+    /// Every strided index must lie inside the pointed-to buffers.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_raw(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+macro_rules! impl_scalar {
+    ($t:ty, $field:ident, $gemm:path) => {
+        impl Scalar for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            fn max(self, o: Self) -> Self {
+                <$t>::max(self, o)
+            }
+            fn min(self, o: Self) -> Self {
+                <$t>::min(self, o)
+            }
+            fn param(p: &Param) -> &[Self] {
+                &p.$field
+            }
+            unsafe fn gemm_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { $gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+            }
+        }
+    };
+}
+
+impl_scalar!(f32, f32, matrixmultiply::sgemm);
+impl_scalar!(f64, f64, matrixmultiply::dgemm);
+
+/// Apply one node to its inputs' batched data.
+pub fn run_node<T: Scalar>(g: &Graph, node: &Node, inputs: &[&[T]], batch: usize) -> Vec<T> {
+    let x = inputs.first().copied().unwrap_or(&[]);
+    match &node.op {
+        Op::Const(p) => {
+            let d = T::param(p);
+            let mut y = Vec::with_capacity(d.len() * batch);
+            for _ in 0..batch {
+                y.extend_from_slice(d);
+            }
+            y
+        }
+        Op::Linear(l) => kernels::linear(
+            l,
+            T::param(&l.weight),
+            l.bias.as_ref().map(T::param),
+            x,
+            batch,
+        ),
+        Op::Conv(c) => kernels::conv(
+            c,
+            T::param(&c.weight),
+            c.bias.as_ref().map(T::param),
+            x,
+            batch,
+        ),
+        Op::Affine(a) => kernels::affine(T::param(&a.scale), T::param(&a.shift), x),
+        Op::Binary(bn) => {
+            let n = g.values[node.output].numel();
+            let (na, nb) = (
+                g.values[node.inputs[0]].numel(),
+                g.values[node.inputs[1]].numel(),
+            );
+            let (a, b) = (inputs[0], inputs[1]);
+            let mut y = Vec::with_capacity(n * batch);
+            for s in 0..batch {
+                for i in 0..n {
+                    let va = kernels::bcast(a, bn.a_map.as_deref(), na, s, i);
+                    let vb = kernels::bcast(b, bn.b_map.as_deref(), nb, s, i);
+                    y.push(match bn.kind {
+                        BinaryKind::Add => va + vb,
+                        BinaryKind::Sub => va - vb,
+                        BinaryKind::Mul => va * vb,
+                        BinaryKind::Div => va / vb,
+                    });
+                }
+            }
+            y
+        }
+        Op::Relu => x.iter().map(|&v| v.max(T::ZERO)).collect(),
+        Op::LeakyRelu { alpha } => {
+            let a = T::from_f64(*alpha);
+            x.iter()
+                .map(|&v| if v < T::ZERO { v * a } else { v })
+                .collect()
+        }
+        Op::Sigmoid => x.iter().map(|&v| T::ONE / (T::ONE + (-v).exp())).collect(),
+        Op::Tanh => x.iter().map(|&v| v.tanh()).collect(),
+        Op::MaxPool(p) => kernels::max_pool(p, x, batch),
+        Op::AveragePool(p) => kernels::avg_pool(p, x, batch),
+        Op::Reshape => x.to_vec(),
+        Op::Select(s) => {
+            let sizes: Vec<usize> = node.inputs.iter().map(|&v| g.values[v].numel()).collect();
+            let src = kernels::select_sources(&s.map, &sizes);
+            kernels::select(&src, T::from_f64(s.fill), inputs, &sizes, batch)
+        }
+    }
+}
+
+/// Forward pass keeping every intermediate value (`None` for values no node produced).
+pub fn forward_values<T: Scalar>(
+    g: &Graph,
+    input: &[T],
+    batch: usize,
+) -> Result<Vec<Option<Vec<T>>>, EvalError> {
+    check_input(g, input, batch)?;
+    let mut vals: Vec<Option<Vec<T>>> = vec![None; g.values.len()];
+    vals[g.input] = Some(input.to_vec());
+    for node in &g.nodes {
+        let ins: Vec<&[T]> = node
+            .inputs
+            .iter()
+            .map(|&v| vals[v].as_deref().unwrap_or(&[]))
+            .collect();
+        let y = run_node(g, node, &ins, batch);
+        vals[node.output] = Some(y);
+    }
+    Ok(vals)
+}
+
+fn check_input<T>(g: &Graph, input: &[T], batch: usize) -> Result<(), EvalError> {
+    let expected = g.input_numel();
+    if input.len() != expected * batch {
+        return Err(EvalError::InputSize {
+            expected,
+            batch,
+            got: input.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Forward pass of `batch` samples laid out `[batch, input...]`; returns `[batch, output...]`.
+/// Activations are freed after their last use.
+pub fn forward<T: Scalar>(g: &Graph, input: &[T], batch: usize) -> Result<Vec<T>, EvalError> {
+    check_input(g, input, batch)?;
+    let last = g.last_use();
+    let mut vals: Vec<Option<Vec<T>>> = vec![None; g.values.len()];
+    vals[g.input] = Some(input.to_vec());
+    for (i, node) in g.nodes.iter().enumerate() {
+        let y = if matches!(node.op, Op::Reshape) && last[node.inputs[0]] == i {
+            vals[node.inputs[0]].take().unwrap_or_default()
+        } else {
+            let ins: Vec<&[T]> = node
+                .inputs
+                .iter()
+                .map(|&v| vals[v].as_deref().unwrap_or(&[]))
+                .collect();
+            run_node(g, node, &ins, batch)
+        };
+        for &v in &node.inputs {
+            if last[v] == i && v != g.output {
+                vals[v] = None;
+            }
+        }
+        vals[node.output] = Some(y);
+    }
+    Ok(vals[g.output].take().unwrap_or_default())
+}
+
+/// [`forward`] split into chunks of at most `chunk` samples evaluated in parallel with rayon.
+/// The result does not depend on the chunk size or thread count: samples are independent.
+pub fn forward_par<T: Scalar>(
+    g: &Graph,
+    input: &[T],
+    batch: usize,
+    chunk: usize,
+) -> Result<Vec<T>, EvalError> {
+    check_input(g, input, batch)?;
+    let (ni, no) = (g.input_numel(), g.output_numel());
+    let chunk = chunk.max(1);
+    let parts: Result<Vec<Vec<T>>, EvalError> = input
+        .par_chunks(chunk * ni.max(1))
+        .map(|c| forward(g, c, if ni == 0 { batch } else { c.len() / ni }))
+        .collect();
+    let mut out = Vec::with_capacity(batch * no);
+    for p in parts? {
+        out.extend(p);
+    }
+    Ok(out)
+}

@@ -1,0 +1,18 @@
+//! ferrocert: sound analysis of neural networks (bounds, verification, smoothing, scanning).
+//!
+//! Data flows one way: [`onnx`] -> [`ir`] -> [`eval`] and the [`transformers`] over the
+//! [`domain`] -> analyses ([`bounds`], [`verify`]) -> [`report`]. The binary (`src/main.rs`)
+//! only parses arguments and calls [`commands`].
+
+pub mod bounds;
+pub mod commands;
+pub mod domain;
+pub mod eval;
+pub mod ir;
+pub mod network;
+pub mod onnx;
+pub mod report;
+pub mod spec;
+pub mod tensor;
+pub mod transformers;
+pub mod verify;

@@ -1,0 +1,44 @@
+//! `ferrocert` command line: parse arguments, call the library, map the outcome to an exit code
+//! (0 verified/success, 1 falsified or findings, 2 error, 3 unknown or timeout).
+
+use clap::{Parser, Subcommand};
+use ferrocert::commands::{self, BoundsArgs, InspectArgs, RunArgs, VerifyArgs};
+
+/// Sound verification and certification of neural networks (ONNX + VNN-LIB).
+#[derive(Parser)]
+#[command(name = "ferrocert", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a model: operators, shapes, parameter count, SHA-256.
+    Inspect(InspectArgs),
+    /// Bound every network output over the input regions of a VNN-LIB spec.
+    Bounds(BoundsArgs),
+    /// Prove (unsat, exit 0) or refute (sat, exit 1) a VNN-LIB property; exit 3 if unknown.
+    Verify(VerifyArgs),
+    /// Run every instance of a VNN-COMP instances.csv and summarise against expected.csv.
+    Run(RunArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    let res: anyhow::Result<i32> = match &cli.command {
+        Command::Inspect(a) => commands::inspect(a, &mut stdout).map_err(Into::into),
+        Command::Bounds(a) => commands::bounds(a, &mut stdout).map_err(Into::into),
+        Command::Verify(a) => commands::verify_cmd(a, &mut stdout).map_err(Into::into),
+        Command::Run(a) => commands::run(a, &mut stdout).map_err(Into::into),
+    };
+    let code = match res {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,182 @@
+//! Bounds against the independent reference values in `digits/reference/bounds.jsonl`.
+
+mod common;
+
+use ferrocert::bounds;
+use ferrocert::domain::{FpMode, Intervals};
+use ferrocert::network::Network;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// The input box of a reference line: clipped to [0, 1] around a test image, or around a centre.
+fn input_box(l: &Value, images: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
+    let eps = l["eps"].as_f64().unwrap();
+    let clip = l["clip"].as_bool().unwrap();
+    let x0: Vec<f64> = match l.get("image") {
+        Some(i) => images[i.as_u64().unwrap() as usize].clone(),
+        None => common::f64s(&l["center"]),
+    };
+    let lo = x0
+        .iter()
+        .map(|v| {
+            if clip {
+                (v - eps).clamp(0.0, 1.0)
+            } else {
+                v - eps
+            }
+        })
+        .collect();
+    let hi = x0
+        .iter()
+        .map(|v| {
+            if clip {
+                (v + eps).clamp(0.0, 1.0)
+            } else {
+                v + eps
+            }
+        })
+        .collect();
+    (lo, hi)
+}
+
+/// (lower, upper) of the reference line's rows from an output box.
+fn rows_from_box(l: &Value, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let rows: Vec<usize> = l["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap() as usize)
+        .collect();
+    if l["spec"] == "margin" {
+        let lab = l["label"].as_u64().unwrap() as usize;
+        // Interval arithmetic on y_label - y_j, rounded outward.
+        (
+            rows.iter()
+                .map(|&j| (lo[lab] - hi[j]).next_down())
+                .collect(),
+            rows.iter().map(|&j| (hi[lab] - lo[j]).next_up()).collect(),
+        )
+    } else {
+        (
+            rows.iter().map(|&j| lo[j]).collect(),
+            rows.iter().map(|&j| hi[j]).collect(),
+        )
+    }
+}
+
+struct Fixture {
+    lines: Vec<Value>,
+    images: Vec<Vec<f64>>,
+    nets: HashMap<String, Network>,
+}
+
+fn fixture() -> Option<Fixture> {
+    let shared = common::shared_benchmarks()?;
+    let d = shared.join("digits");
+    let lines = common::read_jsonl(&d.join("reference/bounds.jsonl"));
+    let ts: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("test_set.json")).unwrap()).unwrap();
+    let images = ts["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(common::f64s)
+        .collect();
+    let mut nets = HashMap::new();
+    for m in ["digits_mlp", "digits_cnn", "toy_mlp"] {
+        nets.insert(
+            m.to_string(),
+            Network::load(&d.join(format!("onnx/{m}.onnx"))).unwrap(),
+        );
+    }
+    Some(Fixture {
+        lines,
+        images,
+        nets,
+    })
+}
+
+#[test]
+fn ibp_matches_reference_and_contains_samples() {
+    let Some(fx) = fixture() else { return };
+    let mut sampled: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
+    let key = |l: &Value| {
+        format!(
+            "{}|{}|{}|{}|{}",
+            l["model"], l["image"], l["center"], l["eps"], l["spec"]
+        )
+    };
+    for l in fx.lines.iter().filter(|l| l["method"] == "sampled") {
+        sampled.insert(
+            key(l),
+            (common::f64s(&l["lower"]), common::f64s(&l["upper"])),
+        );
+    }
+    let (mut n, mut worst_real, mut worst_dep) = (0, 0.0f64, 0.0f64);
+    for l in fx.lines.iter().filter(|l| l["method"] == "ibp") {
+        let net = &fx.nets[l["model"].as_str().unwrap()];
+        let (lo, hi) = input_box(l, &fx.images);
+        let (rl, ru) = (common::f64s(&l["lower"]), common::f64s(&l["upper"]));
+        let (sl, su) = &sampled[&key(l)];
+        for mode in [FpMode::Real, FpMode::Deployed] {
+            let out = bounds::ibp(
+                &net.analysis,
+                Intervals::new(lo.clone(), hi.clone()),
+                1,
+                mode,
+            );
+            let (tl, tu) = rows_from_box(l, &out.lo, &out.hi);
+            for i in 0..rl.len() {
+                // Sound: never tighter than the reference (beyond its own rounding) nor the samples.
+                assert!(
+                    tl[i] <= sl[i] && tu[i] >= su[i],
+                    "{}: sample outside IBP",
+                    key(l)
+                );
+                let dl = (tl[i] - rl[i]).abs() / (1.0 + rl[i].abs());
+                let du = (tu[i] - ru[i]).abs() / (1.0 + ru[i].abs());
+                let d = dl.max(du);
+                match mode {
+                    FpMode::Real => {
+                        worst_real = worst_real.max(d);
+                        assert!(
+                            d <= 1e-7,
+                            "{} row {i}: real-mode IBP [{}, {}] vs reference [{}, {}]",
+                            key(l),
+                            tl[i],
+                            tu[i],
+                            rl[i],
+                            ru[i]
+                        );
+                    }
+                    FpMode::Deployed => {
+                        // The float32 rounding allowance grows with the bound's width (the
+                        // error term scales with the magnitudes IBP admits): measured
+                        // relative to the reference interval's width.
+                        let widen =
+                            ((rl[i] - tl[i]) + (tu[i] - ru[i])) / (ru[i] - rl[i]).max(1e-12);
+                        worst_dep = worst_dep.max(widen);
+                        assert!(
+                            widen <= 1e-3,
+                            "{} row {i}: deployed IBP [{}, {}] vs reference [{}, {}]",
+                            key(l),
+                            tl[i],
+                            tu[i],
+                            rl[i],
+                            ru[i]
+                        );
+                        assert!(
+                            tl[i] <= rl[i] + 1e-9 * (1.0 + rl[i].abs())
+                                && tu[i] >= ru[i] - 1e-9 * (1.0 + ru[i].abs())
+                        );
+                    }
+                }
+            }
+        }
+        n += 1;
+    }
+    eprintln!(
+        "{n} IBP reference lines; worst relative difference (real mode) {worst_real:.2e}; worst float32 widening of the width (deployed mode) {worst_dep:.2e}"
+    );
+    assert!(n >= 100);
+}
