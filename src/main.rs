@@ -36,7 +36,7 @@ fn main() {
     let code = match res {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             2
         }
     };

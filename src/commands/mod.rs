@@ -1,7 +1,7 @@
 //! The CLI subcommands as library functions: each takes its parsed arguments and a writer for
 //! stdout, and returns the process exit code. `src/main.rs` only parses and dispatches.
 
-mod batch_cmd;
+pub mod batch_cmd;
 
 pub use batch_cmd::{RunArgs, run};
 

@@ -5,6 +5,7 @@
 //! against [`crate::tensor::MAX_ELEMENTS`] before allocation, declared shapes against data,
 //! NaN/Inf weights, cycles, dangling inputs, and the full list of unsupported operators.
 
+pub mod build;
 mod import;
 mod tensor;
 

@@ -1,0 +1,207 @@
+//! Random networks of random shapes, built as ONNX protobufs and imported like any model file.
+#![allow(dead_code)]
+
+use ferrocert::ir::Graph;
+use ferrocert::onnx::build::{attr_float, attr_int, attr_ints, ModelBuilder};
+use ferrocert::onnx;
+use std::path::Path;
+
+/// Deterministic pseudo-random numbers (SplitMix64).
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [a, b).
+    pub fn range(&mut self, a: f64, b: f64) -> f64 {
+        a + (b - a) * self.unit()
+    }
+    /// Uniform integer in [a, b].
+    pub fn int(&mut self, a: usize, b: usize) -> usize {
+        a + (self.next_u64() % (b - a + 1) as u64) as usize
+    }
+    pub fn vec(&mut self, n: usize, scale: f64) -> Vec<f32> {
+        (0..n).map(|_| (self.range(-1.0, 1.0) * scale) as f32).collect()
+    }
+}
+
+/// Layer kinds the generator can emit (applied when the current shape allows).
+pub const KINDS: usize = 16;
+
+/// Build a random network: `kinds` picks layers, `seed` their sizes and weights.
+/// Returns the ONNX model and a readable description.
+pub fn random_model(kinds: &[u8], conv_input: bool, seed: u64) -> (onnx_protobuf::ModelProto, String) {
+    let mut r = Rng(seed);
+    let mut desc = Vec::new();
+    let (mut b, mut x, mut shape): (ModelBuilder, String, Vec<i64>) = if conv_input {
+        let s = vec![1, r.int(1, 3) as i64, r.int(4, 7) as i64, r.int(4, 7) as i64];
+        (ModelBuilder::new(&s, 13), "input".to_string(), s)
+    } else {
+        let s = vec![1, r.int(1, 6) as i64];
+        (ModelBuilder::new(&s, 13), "input".to_string(), s)
+    };
+    desc.push(format!("input {shape:?}"));
+    for &k in kinds {
+        let scale = [0.3, 1.0, 4.0][r.int(0, 2)];
+        let is4 = shape.len() == 4;
+        let numel: i64 = shape.iter().product();
+        match k as usize % KINDS {
+            0 | 1 => {
+                // Dense (flattening first if needed).
+                if is4 {
+                    x = b.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
+                    shape = vec![1, numel];
+                } else if shape[0] != 1 {
+                    let s = b.init_i64(&[2], &[1, numel]);
+                    x = b.node("Reshape", &[&x, &s], vec![]);
+                    shape = vec![1, numel];
+                }
+                let (din, dout) = (shape[1], r.int(1, 8) as i64);
+                let w = b.init(&[dout, din], &r.vec((din * dout) as usize, scale));
+                let bias = b.init(&[dout], &r.vec(dout as usize, scale));
+                x = b.node("Gemm", &[&x, &w, &bias], vec![attr_int("transB", 1)]);
+                shape = vec![1, dout];
+                desc.push(format!("Gemm {din}->{dout} x{scale}"));
+            }
+            2 | 3 => {
+                x = b.node("Relu", &[&x], vec![]);
+                desc.push("Relu".into());
+            }
+            4 => {
+                let alpha = r.range(0.0, 0.5) as f32;
+                x = b.node("LeakyRelu", &[&x], vec![attr_float("alpha", alpha)]);
+                desc.push(format!("LeakyRelu {alpha}"));
+            }
+            5 => {
+                x = b.node("Sigmoid", &[&x], vec![]);
+                desc.push("Sigmoid".into());
+            }
+            6 => {
+                x = b.node("Tanh", &[&x], vec![]);
+                desc.push("Tanh".into());
+            }
+            7 => {
+                // Normalisation by constants, broadcast from a smaller tensor.
+                let m = b.init(&[], &[r.range(-0.5, 0.5) as f32]);
+                let s = b.init(&[], &[r.range(0.2, 2.0) as f32]);
+                x = b.node("Sub", &[&x, &m], vec![]);
+                x = b.node("Div", &[&x, &s], vec![]);
+                desc.push("Sub/Div".into());
+            }
+            8 => {
+                // Residual block y = x + W2 relu(W1 x).
+                if is4 {
+                    let c = shape[1];
+                    let w = b.init(&[c, c, 3, 3], &r.vec((c * c * 9) as usize, scale / 3.0));
+                    let h = b.node("Conv", &[&x, &w], vec![attr_ints("pads", &[1, 1, 1, 1])]);
+                    let h = b.node("Relu", &[&h], vec![]);
+                    x = b.node("Add", &[&x, &h], vec![]);
+                    desc.push("Conv residual".into());
+                } else {
+                    let d = shape[1];
+                    let w = b.init(&[d, d], &r.vec((d * d) as usize, scale));
+                    let h = b.node("MatMul", &[&x, &w], vec![]);
+                    let h = b.node("Relu", &[&h], vec![]);
+                    x = b.node("Add", &[&h, &x], vec![]);
+                    desc.push("MatMul residual".into());
+                }
+            }
+            9 | 10 if is4 => {
+                let (c, h, w) = (shape[1], shape[2], shape[3]);
+                let k = r.int(1, 3.min(h as usize).min(w as usize)) as i64;
+                let s = r.int(1, 2) as i64;
+                let p = r.int(0, (k - 1) as usize) as i64;
+                let m = r.int(1, 4) as i64;
+                let wt = b.init(&[m, c, k, k], &r.vec((m * c * k * k) as usize, scale));
+                let bias = b.init(&[m], &r.vec(m as usize, scale));
+                x = b.node(
+                    "Conv",
+                    &[&x, &wt, &bias],
+                    vec![attr_ints("strides", &[s, s]), attr_ints("pads", &[p, p, p, p]), attr_ints("kernel_shape", &[k, k])],
+                );
+                shape = vec![1, m, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1];
+                desc.push(format!("Conv {c}->{m} k{k} s{s} p{p}"));
+            }
+            11 if is4 && shape[2] >= 2 && shape[3] >= 2 => {
+                let op = if r.unit() < 0.5 { "MaxPool" } else { "AveragePool" };
+                x = b.node(op, &[&x], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]);
+                shape = vec![1, shape[1], shape[2] / 2, shape[3] / 2];
+                desc.push(op.into());
+            }
+            12 if is4 => {
+                let c = shape[1] as usize;
+                let sc = b.init(&[c as i64], &r.vec(c, 1.5));
+                let bb = b.init(&[c as i64], &r.vec(c, 1.0));
+                let mean = b.init(&[c as i64], &r.vec(c, 1.0));
+                let var: Vec<f32> = (0..c).map(|_| r.range(0.1, 2.0) as f32).collect();
+                let var = b.init(&[c as i64], &var);
+                x = b.node("BatchNormalization", &[&x, &sc, &bb, &mean, &var], vec![]);
+                desc.push("BatchNorm".into());
+            }
+            13 => {
+                // Pad the last axis, then slice it back down differently.
+                let r_ = shape.len();
+                let mut pads = vec![0i64; 2 * r_];
+                pads[r_ - 1] = 1;
+                pads[2 * r_ - 1] = 2;
+                let p = b.init_i64(&[2 * r_ as i64], &pads);
+                let v = b.init(&[], &[r.range(-1.0, 1.0) as f32]);
+                x = b.node("Pad", &[&x, &p, &v], vec![]);
+                let last = shape[r_ - 1] + 3;
+                let st = b.init_i64(&[1], &[1]);
+                let en = b.init_i64(&[1], &[last - 1]);
+                let ax = b.init_i64(&[1], &[r_ as i64 - 1]);
+                x = b.node("Slice", &[&x, &st, &en, &ax], vec![]);
+                shape[r_ - 1] = last - 2;
+                desc.push("Pad+Slice".into());
+            }
+            14 => {
+                // Transpose the last two axes (or a no-op for 2-D batch-first) and concat.
+                let r_ = shape.len();
+                let mut perm: Vec<i64> = (0..r_ as i64).collect();
+                perm.swap(r_ - 1, r_ - 2);
+                x = b.node("Transpose", &[&x], vec![attr_ints("perm", &perm)]);
+                shape.swap(r_ - 1, r_ - 2);
+                let y = b.node("Neg", &[&x], vec![]);
+                x = b.node("Concat", &[&x, &y], vec![attr_int("axis", r_ as i64 - 1)]);
+                shape[r_ - 1] *= 2;
+                desc.push("Transpose+Concat".into());
+            }
+            15 => {
+                let c = b.init(&[], &[r.range(-2.0, 2.0) as f32]);
+                x = b.node("Mul", &[&x, &c], vec![]);
+                let y = b.node("Relu", &[&x], vec![]);
+                x = b.node("Mul", &[&x, &y], vec![]);
+                desc.push("Mul const, Mul var".into());
+            }
+            _ => {}
+        }
+    }
+    if shape.len() != 2 || shape[0] != 1 {
+        let numel: i64 = shape.iter().product();
+        let s = b.init_i64(&[2], &[1, numel]);
+        x = b.node("Reshape", &[&x, &s], vec![]);
+    }
+    // Always end with a dense layer so every network has an affine output.
+    let din: i64 = shape.iter().product();
+    let dout = r.int(1, 4) as i64;
+    let w = b.init(&[dout, din], &r.vec((din * dout) as usize, 1.0));
+    x = b.node("Gemm", &[&x, &w], vec![attr_int("transB", 1)]);
+    desc.push(format!("Gemm {din}->{dout}"));
+    (b.finish(&x), desc.join(" | "))
+}
+
+/// Import a built model.
+pub fn import(m: &onnx_protobuf::ModelProto) -> Graph {
+    onnx::import(m, Path::new(".")).unwrap_or_else(|e| panic!("generated model failed to import: {e}"))
+}
