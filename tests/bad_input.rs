@@ -2,7 +2,7 @@
 
 mod common;
 
-use ferrocert::onnx::build::{attr_int, tensor_f32, to_bytes, ModelBuilder};
+use ferrocert::onnx::build::{ModelBuilder, attr_int, tensor_f32, to_bytes};
 use std::path::{Path, PathBuf};
 
 const SPEC_2_1: &str = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n\
@@ -31,7 +31,10 @@ fn assert_error(args: &[&str], needle: &str) {
     assert_eq!(code, 2, "args {args:?}: exit {code}, stderr: {err}");
     assert!(err.starts_with("error:"), "args {args:?}: stderr {err}");
     assert!(!err.contains("panicked"), "args {args:?}: panic: {err}");
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "args {args:?}: stderr lacks '{needle}': {err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "args {args:?}: stderr lacks '{needle}': {err}"
+    );
 }
 
 fn onnx_case(name: &str, bytes: &[u8], needle: &str) {
@@ -140,7 +143,10 @@ fn every_unsupported_operator_is_listed_at_once() {
     };
     assert_eq!(code, 2);
     assert!(err.contains("2 unsupported operator(s)"), "{err}");
-    assert!(err.contains("Softmax (node 'Softmax_0'") && err.contains("Einsum (node 'Einsum_2'"), "{err}");
+    assert!(
+        err.contains("Softmax (node 'Softmax_0'") && err.contains("Einsum (node 'Einsum_2'"),
+        "{err}"
+    );
     assert!(err.contains("opset 13"), "{err}");
 }
 
@@ -157,7 +163,10 @@ fn missing_files() {
     assert_error(&["inspect", "/nonexistent/model.onnx"], "cannot read");
     let d = common::scratch("bad_missing");
     let m = write(&d, "m.onnx", &to_bytes(&good_model().finish("out")));
-    assert_error(&["verify", m.to_str().unwrap(), "/nonexistent/spec.vnnlib"], "cannot read");
+    assert_error(
+        &["verify", m.to_str().unwrap(), "/nonexistent/spec.vnnlib"],
+        "cannot read",
+    );
 }
 
 fn spec_case(name: &str, spec: &str, needle: &str) {
@@ -171,10 +180,26 @@ fn spec_case(name: &str, spec: &str, needle: &str) {
 
 #[test]
 fn vnnlib_errors_name_line_and_column() {
-    spec_case("unknown_var", "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(assert (<= X_2 1))\n", "s.vnnlib:4:13");
-    spec_case("syntax", "(declare-const X_0 Real)\n(assert (<= X_0 1)\n", "s.vnnlib:3:1");
-    spec_case("bad_token", "(declare-const X_0 Real)\n(assert (<== X_0 1))\n", "s.vnnlib:2:10");
-    spec_case("bad_number", "(declare-const X_0 Real)\n(assert (<= X_0 1.2.3))\n", "2:17");
+    spec_case(
+        "unknown_var",
+        "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(assert (<= X_2 1))\n",
+        "s.vnnlib:4:13",
+    );
+    spec_case(
+        "syntax",
+        "(declare-const X_0 Real)\n(assert (<= X_0 1)\n",
+        "s.vnnlib:3:1",
+    );
+    spec_case(
+        "bad_token",
+        "(declare-const X_0 Real)\n(assert (<== X_0 1))\n",
+        "s.vnnlib:2:10",
+    );
+    spec_case(
+        "bad_number",
+        "(declare-const X_0 Real)\n(assert (<= X_0 1.2.3))\n",
+        "2:17",
+    );
 }
 
 #[test]
@@ -182,7 +207,10 @@ fn spec_variable_counts_must_match_the_network() {
     let three_inputs = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const X_2 Real)\n(declare-const Y_0 Real)\n\
         (assert (>= X_0 0))(assert (<= X_0 1))(assert (>= X_1 0))(assert (<= X_1 1))(assert (>= X_2 0))(assert (<= X_2 1))(assert (>= Y_0 1))";
     spec_case("inputs", three_inputs, "3 input variables, the network 2");
-    let two_outputs = SPEC_2_1.replace("(declare-const Y_0 Real)", "(declare-const Y_0 Real)\n(declare-const Y_1 Real)");
+    let two_outputs = SPEC_2_1.replace(
+        "(declare-const Y_0 Real)",
+        "(declare-const Y_0 Real)\n(declare-const Y_1 Real)",
+    );
     spec_case("outputs", &two_outputs, "2 output variables, the network 1");
 }
 
@@ -191,7 +219,15 @@ fn bad_cli_values() {
     let d = common::scratch("bad_cli");
     let m = write(&d, "m.onnx", &to_bytes(&good_model().finish("out")));
     let s = write(&d, "s.vnnlib", SPEC_2_1.as_bytes());
-    assert_error(&["verify", m.to_str().unwrap(), s.to_str().unwrap(), "--timeout=-1"], "timeout");
+    assert_error(
+        &[
+            "verify",
+            m.to_str().unwrap(),
+            s.to_str().unwrap(),
+            "--timeout=-1",
+        ],
+        "timeout",
+    );
     let (code, _, _) = common::ferrocert(&["bounds", "--method", "nonsense", "a", "b"]);
     assert_eq!(code, 2);
 }

@@ -9,24 +9,6 @@ use ferrocert::ir::passes;
 use ferrocert::{bounds, eval};
 use proptest::prelude::*;
 
-/// `n` float32 points inside `[lo, hi]`: vertices, near-vertices and uniform points.
-fn samples(lo: &[f64], hi: &[f64], n: usize, r: &mut Rng) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n * lo.len());
-    for s in 0..n {
-        for (l, h) in lo.iter().zip(hi) {
-            let v = match s % 3 {
-                0 => if r.unit() < 0.5 { *l } else { *h },
-                _ => r.range(*l, *h),
-            };
-            let mut f = v as f32;
-            if (f as f64) < *l { f = f.next_up(); }
-            if (f as f64) > *h { f = f.next_down(); }
-            out.push(f);
-        }
-    }
-    out
-}
-
 fn check(kinds: &[u8], conv: bool, seed: u64, eps_pick: usize) -> Result<(), TestCaseError> {
     let (model, desc) = netgen::random_model(kinds, conv, seed);
     let exec = netgen::import(&model);
@@ -38,7 +20,7 @@ fn check(kinds: &[u8], conv: bool, seed: u64, eps_pick: usize) -> Result<(), Tes
     let lo: Vec<f64> = c.iter().map(|v| v - eps).collect();
     let hi: Vec<f64> = c.iter().map(|v| v + eps).collect();
     let n = if eps == 0.0 { 1 } else { 10_000 };
-    let xs = samples(&lo, &hi, n, &mut r);
+    let xs = common::sample_box(&lo, &hi, n, &mut r);
     let ys = eval::forward_par::<f32>(&exec, &xs, n, 512).unwrap();
     let no = exec.output_numel();
     for (mode, g) in [(FpMode::Deployed, &analysis), (FpMode::Deployed, &exec)] {
@@ -49,7 +31,8 @@ fn check(kinds: &[u8], conv: bool, seed: u64, eps_pick: usize) -> Result<(), Tes
                 prop_assert!(
                     out.lo[j] <= y && y <= out.hi[j],
                     "{desc}\neps {eps}: f32 output {j} = {y} outside [{}, {}]",
-                    out.lo[j], out.hi[j]
+                    out.lo[j],
+                    out.hi[j]
                 );
             }
         }
@@ -63,7 +46,12 @@ fn check(kinds: &[u8], conv: bool, seed: u64, eps_pick: usize) -> Result<(), Tes
         for j in 0..no {
             let y = y64[s * no + j];
             let tol = 1e-9 * (1.0 + y.abs());
-            prop_assert!(out.lo[j] <= y + tol && y - tol <= out.hi[j], "{desc}\nreal mode: {y} outside [{}, {}]", out.lo[j], out.hi[j]);
+            prop_assert!(
+                out.lo[j] <= y + tol && y - tol <= out.hi[j],
+                "{desc}\nreal mode: {y} outside [{}, {}]",
+                out.lo[j],
+                out.hi[j]
+            );
         }
     }
     Ok(())

@@ -136,53 +136,12 @@ fn every_shared_counterexample_replays_in_the_evaluator() {
     assert!(checked >= 100, "only {checked} counterexamples found");
 }
 
-/// Deterministic pseudo-random numbers (SplitMix64) for sampling.
-struct Rng(u64);
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Points of the box `[lo, hi]` as float32 values inside it: corners-ish extremes and uniform.
-fn sample_box(lo: &[f64], hi: &[f64], n: usize, rng: &mut Rng) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n * lo.len());
-    for s in 0..n {
-        for (l, h) in lo.iter().zip(hi) {
-            let v = match s % 4 {
-                0 => {
-                    if rng.next_f64() < 0.5 {
-                        *l
-                    } else {
-                        *h
-                    }
-                }
-                _ => l + (h - l) * rng.next_f64(),
-            };
-            // Round to a float32 that stays inside the box.
-            let mut f = v as f32;
-            if (f as f64) < *l {
-                f = f.next_up();
-            }
-            if (f as f64) > *h {
-                f = f.next_down();
-            }
-            out.push(f);
-        }
-    }
-    out
-}
-
 #[test]
 fn ibp_contains_sampled_outputs_on_every_shared_network() {
     let Some(shared) = common::shared_benchmarks() else {
         return;
     };
-    let mut rng = Rng(42);
+    let mut rng = common::netgen::Rng(42);
     let mut cases = 0;
     for suite in std::fs::read_dir(&shared)
         .unwrap()
@@ -215,7 +174,7 @@ fn ibp_contains_sampled_outputs_on_every_shared_network() {
             } else {
                 10_000
             };
-            let xs = sample_box(&r.lower, &r.upper, n, &mut rng);
+            let xs = common::sample_box(&r.lower, &r.upper, n, &mut rng);
             let ys = eval::forward_par::<f32>(&net.exec, &xs, n, 256).unwrap();
             for s in 0..n {
                 for j in 0..no {

@@ -25,25 +25,26 @@ impl Method {
 /// Interval bounds of every value of `g` for a batch of input boxes (`None` for values not
 /// computed). Used by engines that need intermediate bounds.
 pub fn ibp_all(g: &Graph, input: Intervals, batch: usize, mode: FpMode) -> Vec<Option<Intervals>> {
-    let rnd = Rounding::new(mode, g.dtype);
-    let mut vals: Vec<Option<Intervals>> = vec![None; g.values.len()];
-    vals[g.input] = Some(input);
-    for node in &g.nodes {
-        let out = {
-            let ins: Vec<&Intervals> = node
-                .inputs
-                .iter()
-                .map(|&v| vals[v].as_ref().expect("topological order"))
-                .collect();
-            ibp::transfer(g, node, &ins, batch, &rnd)
-        };
-        vals[node.output] = Some(out);
-    }
-    vals
+    propagate(g, input, batch, mode, true)
 }
 
 /// Interval bounds of the output of `g` for a batch of input boxes.
 pub fn ibp(g: &Graph, input: Intervals, batch: usize, mode: FpMode) -> Intervals {
+    let mut vals = propagate(g, input, batch, mode, false);
+    vals[g.output]
+        .take()
+        .unwrap_or_else(|| Intervals::new(vec![], vec![]))
+}
+
+/// Run the IBP transformers in topological order; unless `keep_all`, free each value after its
+/// last use.
+fn propagate(
+    g: &Graph,
+    input: Intervals,
+    batch: usize,
+    mode: FpMode,
+    keep_all: bool,
+) -> Vec<Option<Intervals>> {
     let rnd = Rounding::new(mode, g.dtype);
     let last = g.last_use();
     let mut vals: Vec<Option<Intervals>> = vec![None; g.values.len()];
@@ -57,16 +58,16 @@ pub fn ibp(g: &Graph, input: Intervals, batch: usize, mode: FpMode) -> Intervals
                 .collect();
             ibp::transfer(g, node, &ins, batch, &rnd)
         };
-        for &v in &node.inputs {
-            if last[v] == i && v != g.output {
-                vals[v] = None;
+        if !keep_all {
+            for &v in &node.inputs {
+                if last[v] == i && v != g.output {
+                    vals[v] = None;
+                }
             }
         }
         vals[node.output] = Some(out);
     }
-    vals[g.output]
-        .take()
-        .unwrap_or_else(|| Intervals::new(vec![], vec![]))
+    vals
 }
 
 /// Sound lower bound of `sum c_i y_i` over the box `[lo, hi]` (`-inf` if unbounded).

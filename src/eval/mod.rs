@@ -202,19 +202,14 @@ pub fn forward_values<T: Scalar>(
     input: &[T],
     batch: usize,
 ) -> Result<Vec<Option<Vec<T>>>, EvalError> {
-    check_input(g, input, batch)?;
-    let mut vals: Vec<Option<Vec<T>>> = vec![None; g.values.len()];
-    vals[g.input] = Some(input.to_vec());
-    for node in &g.nodes {
-        let ins: Vec<&[T]> = node
-            .inputs
-            .iter()
-            .map(|&v| vals[v].as_deref().unwrap_or(&[]))
-            .collect();
-        let y = run_node(g, node, &ins, batch);
-        vals[node.output] = Some(y);
-    }
-    Ok(vals)
+    run_graph(g, input, batch, true)
+}
+
+/// Forward pass of `batch` samples laid out `[batch, input...]`; returns `[batch, output...]`.
+/// Activations are freed after their last use.
+pub fn forward<T: Scalar>(g: &Graph, input: &[T], batch: usize) -> Result<Vec<T>, EvalError> {
+    let mut vals = run_graph(g, input, batch, false)?;
+    Ok(vals[g.output].take().unwrap_or_default())
 }
 
 fn check_input<T>(g: &Graph, input: &[T], batch: usize) -> Result<(), EvalError> {
@@ -229,15 +224,20 @@ fn check_input<T>(g: &Graph, input: &[T], batch: usize) -> Result<(), EvalError>
     Ok(())
 }
 
-/// Forward pass of `batch` samples laid out `[batch, input...]`; returns `[batch, output...]`.
-/// Activations are freed after their last use.
-pub fn forward<T: Scalar>(g: &Graph, input: &[T], batch: usize) -> Result<Vec<T>, EvalError> {
+/// Evaluate every node in order; unless `keep_all`, free values after their last use (and let
+/// a view take over its input's buffer).
+fn run_graph<T: Scalar>(
+    g: &Graph,
+    input: &[T],
+    batch: usize,
+    keep_all: bool,
+) -> Result<Vec<Option<Vec<T>>>, EvalError> {
     check_input(g, input, batch)?;
     let last = g.last_use();
     let mut vals: Vec<Option<Vec<T>>> = vec![None; g.values.len()];
     vals[g.input] = Some(input.to_vec());
     for (i, node) in g.nodes.iter().enumerate() {
-        let y = if matches!(node.op, Op::Reshape) && last[node.inputs[0]] == i {
+        let y = if !keep_all && matches!(node.op, Op::Reshape) && last[node.inputs[0]] == i {
             vals[node.inputs[0]].take().unwrap_or_default()
         } else {
             let ins: Vec<&[T]> = node
@@ -247,14 +247,16 @@ pub fn forward<T: Scalar>(g: &Graph, input: &[T], batch: usize) -> Result<Vec<T>
                 .collect();
             run_node(g, node, &ins, batch)
         };
-        for &v in &node.inputs {
-            if last[v] == i && v != g.output {
-                vals[v] = None;
+        if !keep_all {
+            for &v in &node.inputs {
+                if last[v] == i && v != g.output {
+                    vals[v] = None;
+                }
             }
         }
         vals[node.output] = Some(y);
     }
-    Ok(vals[g.output].take().unwrap_or_default())
+    Ok(vals)
 }
 
 /// [`forward`] split into chunks of at most `chunk` samples evaluated in parallel with rayon.

@@ -1,7 +1,7 @@
 //! Programmatic construction of ONNX models, for tests, fuzzing and generated fixtures.
 
 use onnx_protobuf::attribute_proto::AttributeType;
-use onnx_protobuf::tensor_shape_proto::{dimension::Value as DimValue, Dimension};
+use onnx_protobuf::tensor_shape_proto::{Dimension, dimension::Value as DimValue};
 use onnx_protobuf::type_proto::{Tensor as TypeTensor, Value as TypeValue};
 use onnx_protobuf::{
     AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
@@ -125,7 +125,13 @@ impl ModelBuilder {
     }
 
     /// Add a node with explicit output names.
-    pub fn node_to(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) {
+    pub fn node_to(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
         let mut n = NodeProto::new();
         n.op_type = op.into();
         n.name = format!("{op}_{}", self.graph.node.len());

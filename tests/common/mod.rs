@@ -83,3 +83,32 @@ pub fn ferrocert(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `n` float32 points inside `[lo, hi]`: every third a random vertex, the rest uniform; each
+/// value rounded to a float32 that stays inside the box.
+pub fn sample_box(lo: &[f64], hi: &[f64], n: usize, r: &mut netgen::Rng) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * lo.len());
+    for s in 0..n {
+        for (l, h) in lo.iter().zip(hi) {
+            let v = match s % 3 {
+                0 => {
+                    if r.unit() < 0.5 {
+                        *l
+                    } else {
+                        *h
+                    }
+                }
+                _ => r.range(*l, *h),
+            };
+            let mut f = v as f32;
+            if (f as f64) < *l {
+                f = f.next_up();
+            }
+            if (f as f64) > *h {
+                f = f.next_down();
+            }
+            out.push(f);
+        }
+    }
+    out
+}

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use ferrocert::ir::Graph;
-use ferrocert::onnx::build::{attr_float, attr_int, attr_ints, ModelBuilder};
 use ferrocert::onnx;
+use ferrocert::onnx::build::{ModelBuilder, attr_float, attr_int, attr_ints};
 use std::path::Path;
 
 /// Deterministic pseudo-random numbers (SplitMix64).
@@ -31,7 +31,9 @@ impl Rng {
         a + (self.next_u64() % (b - a + 1) as u64) as usize
     }
     pub fn vec(&mut self, n: usize, scale: f64) -> Vec<f32> {
-        (0..n).map(|_| (self.range(-1.0, 1.0) * scale) as f32).collect()
+        (0..n)
+            .map(|_| (self.range(-1.0, 1.0) * scale) as f32)
+            .collect()
     }
 }
 
@@ -40,11 +42,20 @@ pub const KINDS: usize = 16;
 
 /// Build a random network: `kinds` picks layers, `seed` their sizes and weights.
 /// Returns the ONNX model and a readable description.
-pub fn random_model(kinds: &[u8], conv_input: bool, seed: u64) -> (onnx_protobuf::ModelProto, String) {
+pub fn random_model(
+    kinds: &[u8],
+    conv_input: bool,
+    seed: u64,
+) -> (onnx_protobuf::ModelProto, String) {
     let mut r = Rng(seed);
     let mut desc = Vec::new();
     let (mut b, mut x, mut shape): (ModelBuilder, String, Vec<i64>) = if conv_input {
-        let s = vec![1, r.int(1, 3) as i64, r.int(4, 7) as i64, r.int(4, 7) as i64];
+        let s = vec![
+            1,
+            r.int(1, 3) as i64,
+            r.int(4, 7) as i64,
+            r.int(4, 7) as i64,
+        ];
         (ModelBuilder::new(&s, 13), "input".to_string(), s)
     } else {
         let s = vec![1, r.int(1, 6) as i64];
@@ -127,14 +138,29 @@ pub fn random_model(kinds: &[u8], conv_input: bool, seed: u64) -> (onnx_protobuf
                 x = b.node(
                     "Conv",
                     &[&x, &wt, &bias],
-                    vec![attr_ints("strides", &[s, s]), attr_ints("pads", &[p, p, p, p]), attr_ints("kernel_shape", &[k, k])],
+                    vec![
+                        attr_ints("strides", &[s, s]),
+                        attr_ints("pads", &[p, p, p, p]),
+                        attr_ints("kernel_shape", &[k, k]),
+                    ],
                 );
                 shape = vec![1, m, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1];
                 desc.push(format!("Conv {c}->{m} k{k} s{s} p{p}"));
             }
             11 if is4 && shape[2] >= 2 && shape[3] >= 2 => {
-                let op = if r.unit() < 0.5 { "MaxPool" } else { "AveragePool" };
-                x = b.node(op, &[&x], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]);
+                let op = if r.unit() < 0.5 {
+                    "MaxPool"
+                } else {
+                    "AveragePool"
+                };
+                x = b.node(
+                    op,
+                    &[&x],
+                    vec![
+                        attr_ints("kernel_shape", &[2, 2]),
+                        attr_ints("strides", &[2, 2]),
+                    ],
+                );
                 shape = vec![1, shape[1], shape[2] / 2, shape[3] / 2];
                 desc.push(op.into());
             }
@@ -203,5 +229,6 @@ pub fn random_model(kinds: &[u8], conv_input: bool, seed: u64) -> (onnx_protobuf
 
 /// Import a built model.
 pub fn import(m: &onnx_protobuf::ModelProto) -> Graph {
-    onnx::import(m, Path::new(".")).unwrap_or_else(|e| panic!("generated model failed to import: {e}"))
+    onnx::import(m, Path::new("."))
+        .unwrap_or_else(|e| panic!("generated model failed to import: {e}"))
 }
