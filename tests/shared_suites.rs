@@ -168,12 +168,7 @@ fn ibp_contains_sampled_outputs_on_every_shared_network() {
                 1,
                 FpMode::Deployed,
             );
-            // Large inputs (CIFAR) get fewer samples to keep the suite fast.
-            let n = if net.analysis.input_numel() > 1000 {
-                500
-            } else {
-                10_000
-            };
+            let n = 10_000;
             let xs = common::sample_box(&r.lower, &r.upper, n, &mut rng);
             let ys = eval::forward_par::<f32>(&net.exec, &xs, n, 256).unwrap();
             for s in 0..n {

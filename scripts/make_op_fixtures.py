@@ -1,0 +1,104 @@
+"""Small ONNX models covering every supported operator and attribute variant, with
+onnxruntime's float32 outputs, for tests/ops_onnxruntime.rs."""
+import json, os, sys
+import numpy as np
+import onnx
+from onnx import helper as h, TensorProto as T, numpy_helper as nh
+import onnxruntime as ort
+
+out_dir = sys.argv[1]
+os.makedirs(out_dir, exist_ok=True)
+rng = np.random.default_rng(20261123)
+
+
+def w(name, *shape, scale=1.0):
+    return nh.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def i64(name, vals):
+    return nh.from_array(np.array(vals, dtype=np.int64), name)
+
+
+def save(name, in_shape, nodes, inits, opset=13, out="y"):
+    g = h.make_graph(nodes, name, [h.make_tensor_value_info("x", T.FLOAT, in_shape)],
+                     [h.make_tensor_value_info(out, T.FLOAT, None)], initializer=inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 8
+    m = onnx.shape_inference.infer_shapes(m)
+    path = os.path.join(out_dir, name + ".onnx")
+    onnx.save(m, path)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    cases = []
+    for _ in range(3):
+        x = rng.uniform(-2, 2, in_shape).astype(np.float32)
+        y = sess.run(None, {"x": x})[0]
+        cases.append({"input": x.ravel().tolist(), "output": y.astype(np.float64).ravel().tolist(),
+                      "output_shape": list(y.shape)})
+    with open(os.path.join(out_dir, name + ".json"), "w") as f:
+        json.dump({"model": name + ".onnx", "input_shape": in_shape, "cases": cases}, f)
+
+
+N = h.make_node
+save("conv2d_group_stride_pad_dil", [1, 4, 9, 9],
+     [N("Conv", ["x", "W", "B"], ["y"], group=2, strides=[2, 1], pads=[1, 0, 2, 1], dilations=[1, 2])],
+     [w("W", 6, 2, 3, 3), w("B", 6)])
+save("conv1d", [1, 2, 12], [N("Conv", ["x", "W", "B"], ["y"], strides=[2], pads=[1, 2])], [w("W", 3, 2, 4), w("B", 3)])
+save("conv_same_upper", [1, 1, 7, 7], [N("Conv", ["x", "W"], ["y"], strides=[2, 2], auto_pad="SAME_UPPER")], [w("W", 2, 1, 3, 3)])
+save("maxpool_pads_ceil", [1, 2, 7, 7], [N("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)], [])
+save("maxpool_dilation", [1, 2, 8, 8], [N("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])], [])
+save("avgpool_include_pad", [1, 2, 6, 6], [N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)], [])
+save("avgpool_exclude_pad", [1, 2, 6, 6], [N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], [])
+save("global_pools", [1, 3, 5, 4], [N("GlobalAveragePool", ["x"], ["a"]), N("GlobalMaxPool", ["x"], ["b"]), N("Add", ["a", "b"], ["y"])], [])
+save("batchnorm", [1, 3, 4, 4], [N("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3)],
+     [w("s", 3), w("b", 3), w("m", 3), nh.from_array(rng.uniform(0.2, 2, 3).astype(np.float32), "v")])
+save("conv_pad_then_bn", [1, 2, 6, 6],
+     [N("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]), N("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])],
+     [w("W", 3, 2, 3, 3), w("B", 3), w("s", 3), w("b", 3), w("m", 3), nh.from_array(rng.uniform(0.2, 2, 3).astype(np.float32), "v")])
+save("normalize_then_padded_conv", [1, 3, 5, 5],
+     [N("Sub", ["x", "mean"], ["a"]), N("Div", ["a", "std"], ["b"]), N("Conv", ["b", "W"], ["y"], pads=[1, 1, 1, 1])],
+     [nh.from_array(rng.uniform(0, 1, (1, 3, 1, 1)).astype(np.float32), "mean"),
+      nh.from_array(rng.uniform(0.2, 1, (1, 3, 1, 1)).astype(np.float32), "std"), w("W", 2, 3, 3, 3)])
+save("pad_constant_and_crop", [1, 2, 4, 5], [N("Pad", ["x", "p", "v"], ["y"])],
+     [i64("p", [0, 0, 1, -1, 0, 1, 2, 0]), nh.from_array(np.array(0.5, dtype=np.float32), "v")])
+save("transpose_flatten_gemm", [1, 2, 3, 4],
+     [N("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), N("Flatten", ["t"], ["f"]), N("Gemm", ["f", "W", "B"], ["y"], transB=1)],
+     [w("W", 5, 24), w("B", 5)])
+save("slice_negative_step", [1, 3, 4, 6], [N("Slice", ["x", "s", "e", "a", "st"], ["y"])],
+     [i64("s", [-1, 2]), i64("e", [-1000, 0]), i64("a", [3, 1]), i64("st", [-2, -1])])
+save("concat_var_const", [1, 2, 3], [N("Concat", ["x", "c"], ["y"], axis=1)], [w("c", 1, 3, 3)])
+save("gather_axis1", [1, 4, 3], [N("Gather", ["x", "i"], ["y"], axis=1)], [i64("i", [2, 0, 2, -1])])
+save("squeeze_unsqueeze", [1, 3, 1, 2],
+     [N("Squeeze", ["x", "a"], ["s"]), N("Unsqueeze", ["s", "b"], ["y"])], [i64("a", [2]), i64("b", [0, 3])])
+save("reshape_zero_minus_one", [1, 2, 3, 4], [N("Reshape", ["x", "s"], ["y"])], [i64("s", [0, -1, 4])])
+save("activations", [1, 10],
+     [N("LeakyRelu", ["x"], ["a"], alpha=0.2), N("Sigmoid", ["a"], ["b"]), N("Tanh", ["x"], ["c"]), N("Add", ["b", "c"], ["y"])], [])
+save("gemm_transA_var", [4, 3], [N("Gemm", ["x", "W", "C"], ["y"], transA=1, alpha=0.5, beta=2.0)], [w("W", 4, 5), w("C", 1, 5)])
+save("gemm_const_A", [4, 5], [N("Gemm", ["A", "x", "C"], ["y"])], [w("A", 3, 4), w("C", 3, 1)])
+save("gemm_const_A_transB", [5, 4], [N("Gemm", ["A", "x"], ["y"], transB=1)], [w("A", 3, 4)])
+save("gemm_nonuniform_bias", [3, 4], [N("Gemm", ["x", "W", "C"], ["y"], transB=1, beta=0.5)], [w("W", 2, 4), w("C", 3, 2)])
+save("matmul_const_left", [4, 3], [N("MatMul", ["W", "x"], ["y"])], [w("W", 2, 4)])
+save("matmul_1d", [4], [N("MatMul", ["x", "W"], ["y"])], [w("W", 4, 3)])
+save("matmul_batched_var", [2, 3, 4], [N("MatMul", ["x", "W"], ["y"])], [w("W", 4, 2)])
+save("elementwise_const", [1, 6],
+     [N("Div", ["x", "d"], ["a"]), N("Sub", ["c", "a"], ["b"]), N("Neg", ["b"], ["n"]), N("Mul", ["n", "m"], ["y"])],
+     [nh.from_array(rng.uniform(0.5, 2, (1, 6)).astype(np.float32), "d"), w("c", 6), w("m", 1)])
+save("binary_vars_broadcast", [1, 3, 4, 4],
+     [N("GlobalAveragePool", ["x"], ["g"]), N("Add", ["x", "g"], ["a"]), N("Relu", ["a"], ["r"]),
+      N("Mul", ["r", "x"], ["m"]), N("Sub", ["m", "g"], ["y"])], [])
+save("div_var_var", [1, 5], [N("Sigmoid", ["x"], ["s"]), N("Add", ["s", "one"], ["d"]), N("Div", ["x", "d"], ["y"])],
+     [nh.from_array(np.array([1.0], dtype=np.float32), "one")])
+save("pytorch_flatten_pattern", [1, 2, 3, 3],
+     [N("Shape", ["x"], ["sh"]), N("Gather", ["sh", "zero"], ["n"], axis=0), N("Unsqueeze", ["n", "ax"], ["nu"]),
+      N("Concat", ["nu", "minus1"], ["shape"], axis=0), N("Reshape", ["x", "shape"], ["f"]),
+      N("Gemm", ["f", "W"], ["y"], transB=1)],
+     [i64("zero", 0), i64("ax", [0]), i64("minus1", [-1]), w("W", 4, 18)])
+save("constant_of_shape_and_noops", [1, 4],
+     [N("ConstantOfShape", ["s"], ["c"], value=nh.from_array(np.array([0.25], dtype=np.float32))),
+      N("Identity", ["x"], ["i"]), N("Dropout", ["i"], ["d"]), N("Cast", ["d"], ["ca"], to=T.FLOAT),
+      N("Add", ["ca", "c"], ["y"])], [i64("s", [1, 4])])
+save("opset9_slice_pad_squeeze", [1, 1, 4, 6],
+     [N("Slice", ["x"], ["s"], starts=[1], ends=[5], axes=[3]), N("Pad", ["s"], ["p"], pads=[0, 0, 1, 0, 0, 0, 0, 2], value=-1.0),
+      N("Squeeze", ["p"], ["q"], axes=[1]), N("Unsqueeze", ["q"], ["y"], axes=[1])], [], opset=9)
+print("wrote fixtures to", out_dir)
