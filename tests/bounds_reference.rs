@@ -180,3 +180,137 @@ fn ibp_matches_reference_and_contains_samples() {
     );
     assert!(n >= 100);
 }
+
+/// CROWN rows of a reference line: lower bounds of `c y` and of `-c y` for each row's `c`.
+fn crown_rows(
+    l: &Value,
+    net: &Network,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    cfg: ferrocert::bounds::crown::CrownConfig,
+) -> (Vec<f64>, Vec<f64>) {
+    use ferrocert::bounds::crown::Crown;
+    let g = &net.analysis;
+    let no = g.output_numel();
+    let rows: Vec<usize> = l["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap() as usize)
+        .collect();
+    let label = l.get("label").and_then(|v| v.as_u64()).map(|v| v as usize);
+    let crown = Crown::new(g, Intervals::new(lo, hi), 1, cfg);
+    let doms = vec![0usize; 2 * rows.len()];
+    let lower = crown.lower_bounds_with(g.output, &doms, None, |r, a| {
+        let j = rows[r / 2];
+        let s = if r % 2 == 0 { 1.0 } else { -1.0 };
+        match label {
+            Some(lab) => {
+                a[lab] += s;
+                a[j] -= s;
+            }
+            None => a[j] = s,
+        }
+        let _ = no;
+    });
+    let lo: Vec<f64> = (0..rows.len()).map(|i| lower[2 * i]).collect();
+    let hi: Vec<f64> = (0..rows.len()).map(|i| -lower[2 * i + 1]).collect();
+    (lo, hi)
+}
+
+#[test]
+fn crown_matches_reference_and_is_never_looser_with_ibp_intersection() {
+    use ferrocert::bounds::crown::CrownConfig;
+    let Some(fx) = fixture() else { return };
+    let key = |l: &Value| {
+        format!(
+            "{}|{}|{}|{}|{}",
+            l["model"], l["image"], l["center"], l["eps"], l["spec"]
+        )
+    };
+    let mut sampled: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
+    for l in fx.lines.iter().filter(|l| l["method"] == "sampled") {
+        sampled.insert(
+            key(l),
+            (common::f64s(&l["lower"]), common::f64s(&l["upper"])),
+        );
+    }
+    let (mut n, mut worst_plain, mut worst_real, mut worst_dep, mut tighter) =
+        (0, 0.0f64, 0.0f64, 0.0f64, 0);
+    for l in fx.lines.iter().filter(|l| l["method"] == "crown") {
+        let net = &fx.nets[l["model"].as_str().unwrap()];
+        let (lo, hi) = input_box(l, &fx.images);
+        let (rl, ru) = (common::f64s(&l["lower"]), common::f64s(&l["upper"]));
+        let (sl, su) = &sampled[&key(l)];
+        // Plain CROWN in real arithmetic reproduces the reference.
+        let plain = CrownConfig {
+            mode: FpMode::Real,
+            intersect_ibp: false,
+            ..CrownConfig::default()
+        };
+        let (tl, tu) = crown_rows(l, net, lo.clone(), hi.clone(), plain);
+        for i in 0..rl.len() {
+            let d = ((tl[i] - rl[i]).abs() / (1.0 + rl[i].abs()))
+                .max((tu[i] - ru[i]).abs() / (1.0 + ru[i].abs()));
+            worst_plain = worst_plain.max(d);
+            assert!(
+                d <= 1e-7,
+                "{} row {i}: plain CROWN [{}, {}] vs reference [{}, {}]",
+                key(l),
+                tl[i],
+                tu[i],
+                rl[i],
+                ru[i]
+            );
+        }
+        // IBP intersection, real arithmetic: at least as tight as the reference.
+        let real = CrownConfig {
+            mode: FpMode::Real,
+            ..CrownConfig::default()
+        };
+        let (xl, xu) = crown_rows(l, net, lo.clone(), hi.clone(), real);
+        for i in 0..rl.len() {
+            let loss = ((rl[i] - xl[i]).max(xu[i] - ru[i]) / (1.0 + rl[i].abs().max(ru[i].abs())))
+                .max(0.0);
+            worst_real = worst_real.max(loss);
+            assert!(
+                loss <= 1e-7,
+                "{} row {i}: real-mode CROWN [{}, {}] looser than reference [{}, {}]",
+                key(l),
+                xl[i],
+                xu[i],
+                rl[i],
+                ru[i]
+            );
+            if xl[i] > rl[i] + 1e-9 || xu[i] < ru[i] - 1e-9 {
+                tighter += 1;
+            }
+        }
+        // Default: deployed float32 soundness, IBP intersection.
+        let (tl, tu) = crown_rows(l, net, lo, hi, CrownConfig::default());
+        for i in 0..rl.len() {
+            assert!(
+                tl[i] <= sl[i] && tu[i] >= su[i],
+                "{} row {i}: sample outside CROWN",
+                key(l)
+            );
+            let loss = ((rl[i] - tl[i]).max(tu[i] - ru[i]) / (1.0 + rl[i].abs().max(ru[i].abs())))
+                .max(0.0);
+            worst_dep = worst_dep.max(loss);
+            assert!(
+                loss <= 1e-3,
+                "{} row {i}: CROWN [{}, {}] looser than reference [{}, {}]",
+                key(l),
+                tl[i],
+                tu[i],
+                rl[i],
+                ru[i]
+            );
+        }
+        n += 1;
+    }
+    eprintln!(
+        "{n} CROWN reference lines: plain real-mode worst difference {worst_plain:.2e}; IBP-intersected real-mode worst loosening {worst_real:.2e} (strictly tighter on {tighter} rows); float32-sound default worst loosening {worst_dep:.2e}"
+    );
+    assert!(n >= 100);
+}

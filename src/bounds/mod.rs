@@ -1,5 +1,7 @@
 //! Bound engines: drive the per-operator transformers over a graph.
 
+pub mod crown;
+
 use crate::domain::{FpMode, Intervals, Rounding};
 use crate::ir::Graph;
 use crate::transformers::ibp;

@@ -180,6 +180,28 @@ impl Intervals {
         (c, r)
     }
 
+    /// Elementwise upper bound of `|x + shift[feature(i)]|` (batched over `n`-element samples),
+    /// rounded up; `shift` of `None` gives [`Intervals::abs_max`].
+    pub fn shifted_abs_max(
+        &self,
+        n: usize,
+        shift: Option<&[f64]>,
+        feature: impl Fn(usize) -> usize,
+    ) -> Vec<f64> {
+        let Some(sh) = shift else {
+            return self.abs_max();
+        };
+        self.lo
+            .iter()
+            .zip(&self.hi)
+            .enumerate()
+            .map(|(i, (&l, &h))| {
+                let s = sh[feature(i % n.max(1))];
+                (l + s).abs().max((h + s).abs()).next_up()
+            })
+            .collect()
+    }
+
     /// Elementwise max(|lo|, |hi|).
     pub fn abs_max(&self) -> Vec<f64> {
         self.lo

@@ -98,6 +98,14 @@ pub struct FpModel {
     pub extra_roundings: u32,
     /// Per output feature (Linear: per row `p`, Conv: per output channel, Affine: per element).
     pub offset: Vec<f64>,
+    /// Affine only: the deployed error is at most `gamma(extra_roundings) * |y|` (a single
+    /// elementwise operation, or a shift followed by scalings), so folding it into the next
+    /// layer only needs [`FpModel::input_shift`], not an offset.
+    pub relative: bool,
+    /// Linear/Conv only: the magnitude term reads `|x_k + input_shift_k|` instead of `|x_k|`
+    /// (per input feature for Linear, per input channel for Conv), the exact magnitude of the
+    /// values the deployed layer multiplies when a relative affine map was folded into it.
+    pub input_shift: Option<Vec<f64>>,
 }
 
 /// `y[o, p, i] = sum_k W[p, k] * x[o, k, i] + b[p]`: Gemm, MatMul with a constant, and every
@@ -115,6 +123,13 @@ pub struct Linear {
     pub inner: usize,
     pub p: usize,
     pub fp: FpModel,
+}
+
+impl Linear {
+    /// The contracted feature `k` of per-sample input element `i`.
+    pub fn input_feature(&self, i: usize) -> usize {
+        (i / self.inner) % self.k
+    }
 }
 
 /// Geometry of a 2-D convolution or pooling window on one sample (1-D ops use `h = 1`).
@@ -151,6 +166,13 @@ pub struct Conv {
     pub m: usize,
     pub group: usize,
     pub fp: FpModel,
+}
+
+impl Conv {
+    /// The input channel of per-sample input element `i`.
+    pub fn input_channel(&self, i: usize) -> usize {
+        (i / (self.win.h * self.win.w)) % self.win.c
+    }
 }
 
 /// `y = x * scale + shift` elementwise; `scale` and `shift` have the full per-sample shape.

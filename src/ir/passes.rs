@@ -191,12 +191,17 @@ fn compose_affine(a: &Affine, b: &Affine) -> Affine {
         shift[e] = t1 * s2 + t2;
         offset[e] = s2.abs() * a.fp.offset[e] + b.fp.offset[e];
     }
+    // A relative map followed by a pure scaling keeps every intermediate proportional to the
+    // result, so the composition stays relative.
+    let relative = a.fp.relative && b.fp.relative && b.shift.f64.iter().all(|&t| t == 0.0);
     Affine {
         scale: Param::from_f64(b.scale.shape.clone(), scale),
         shift: Param::from_f64(b.shift.shape.clone(), shift),
         fp: FpModel {
             extra_roundings: a.fp.extra_roundings + b.fp.extra_roundings,
             offset,
+            relative,
+            ..Default::default()
         },
     }
 }
@@ -236,12 +241,28 @@ fn affine_into_linear(a: &Affine, l: &Linear) -> Option<Linear> {
     let mut w = vec![0.0; p * k];
     let mut bias: Vec<f64> = l.bias.as_ref().map_or(vec![0.0; p], |b| b.f64.clone());
     let mut offset = l.fp.offset.clone();
+    // A relative map: the deployed layer multiplies v_k = s_k (x_k + t_k / s_k), so the
+    // magnitude term is exactly sum |W'_pk| |x_k + shift_k|.
+    if l.fp.input_shift.is_some() {
+        // A second folded map would need a magnitude model of the composition; keep it apart.
+        return None;
+    }
+    let relative = a.fp.relative;
+    let shift: Vec<f64> = (0..k)
+        .map(|kk| if s[kk] != 0.0 { t[kk] / s[kk] } else { 0.0 })
+        .collect();
     for pp in 0..p {
         for kk in 0..k {
             let wv = w0[pp * k + kk];
             w[pp * k + kk] = wv * s[kk];
             bias[pp] += wv * t[kk];
-            offset[pp] += wv.abs() * o[kk];
+            offset[pp] += if !relative {
+                wv.abs() * o[kk]
+            } else if s[kk] == 0.0 {
+                (wv * t[kk]).abs()
+            } else {
+                0.0
+            };
         }
     }
     let has_bias = l.bias.is_some() || t.iter().any(|&v| v != 0.0);
@@ -252,6 +273,8 @@ fn affine_into_linear(a: &Affine, l: &Linear) -> Option<Linear> {
         FpModel {
             extra_roundings: l.fp.extra_roundings + a.fp.extra_roundings,
             offset,
+            input_shift: relative.then_some(shift),
+            ..Default::default()
         },
     ))
 }
@@ -281,6 +304,8 @@ fn linear_then_affine(l: &Linear, a: &Affine) -> Option<Linear> {
         FpModel {
             extra_roundings: l.fp.extra_roundings + a.fp.extra_roundings,
             offset,
+            input_shift: l.fp.input_shift.clone(),
+            ..Default::default()
         },
     ))
 }
@@ -321,6 +346,15 @@ fn affine_into_conv(a: &Affine, c: &Conv) -> Option<Conv> {
     let mut w = c.weight.f64.clone();
     let mut bias: Vec<f64> = c.bias.as_ref().map_or(vec![0.0; c.m], |b| b.f64.clone());
     let mut offset = c.fp.offset.clone();
+    // See affine_into_linear; with padding a shift never reaches here (checked above), and a
+    // zero scale makes the channel constant.
+    if c.fp.input_shift.is_some() {
+        return None;
+    }
+    let relative = a.fp.relative;
+    let shift: Vec<f64> = (0..ch)
+        .map(|q| if s[q] != 0.0 { t[q] / s[q] } else { 0.0 })
+        .collect();
     for m in 0..c.m {
         let g = m / mg;
         for ci in 0..cg {
@@ -329,7 +363,13 @@ fn affine_into_conv(a: &Affine, c: &Conv) -> Option<Conv> {
                 let idx = m * per_m + ci * kk + q;
                 let wv = w[idx];
                 bias[m] += wv * t[chn];
-                offset[m] += wv.abs() * o[chn];
+                offset[m] += if !relative {
+                    wv.abs() * o[chn]
+                } else if s[chn] == 0.0 {
+                    (wv * t[chn]).abs()
+                } else {
+                    0.0
+                };
                 w[idx] = wv * s[chn];
             }
         }
@@ -342,6 +382,8 @@ fn affine_into_conv(a: &Affine, c: &Conv) -> Option<Conv> {
         FpModel {
             extra_roundings: c.fp.extra_roundings + a.fp.extra_roundings,
             offset,
+            input_shift: relative.then_some(shift),
+            ..Default::default()
         },
     ))
 }
@@ -371,6 +413,8 @@ fn conv_then_affine(c: &Conv, a: &Affine) -> Option<Conv> {
         FpModel {
             extra_roundings: c.fp.extra_roundings + a.fp.extra_roundings,
             offset,
+            input_shift: c.fp.input_shift.clone(),
+            ..Default::default()
         },
     ))
 }

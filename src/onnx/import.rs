@@ -637,6 +637,8 @@ impl Builder<'_> {
                     fp: FpModel {
                         extra_roundings: 0,
                         offset: vec![0.0; n],
+                        relative: true,
+                        ..Default::default()
                     },
                 };
                 Ok(Val::Var(self.push(
@@ -737,6 +739,9 @@ impl Builder<'_> {
                 fp: FpModel {
                     extra_roundings: extra,
                     offset,
+                    // One elementwise operation: its error is relative to its result.
+                    relative: c.exact,
+                    ..Default::default()
                 },
             };
             return Ok(Val::Var(self.push(
@@ -808,6 +813,7 @@ impl Builder<'_> {
             fp: FpModel {
                 extra_roundings: extra,
                 offset,
+                ..Default::default()
             },
         };
         self.push(ctx, &ctx.node.op_type, Op::Linear(lin), vec![x], out)
@@ -1028,6 +1034,7 @@ impl Builder<'_> {
                 fp: FpModel {
                     extra_roundings: 1,
                     offset: shift.iter().map(|v| v.abs()).collect(),
+                    ..Default::default()
                 },
                 shift: Param::from_f64(vec![m, n], shift),
             };
@@ -1110,6 +1117,7 @@ impl Builder<'_> {
                 offset: bias
                     .as_ref()
                     .map_or(vec![0.0; m], |b| b.data.iter().map(|v| v.abs()).collect()),
+                ..Default::default()
             },
             bias: bias.map(|b| Param::from_f64(vec![m], b.data.clone())),
             win,
@@ -1332,6 +1340,7 @@ impl Builder<'_> {
             fp: FpModel {
                 extra_roundings: 6,
                 offset,
+                ..Default::default()
             },
         };
         Ok(Val::Var(self.push(

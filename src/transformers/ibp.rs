@@ -41,8 +41,11 @@ pub fn transfer(
         }
         Op::Linear(l) => {
             let n_in = g.values[node.inputs[0]].numel();
+            let mag_in =
+                x.shifted_abs_max(n_in, l.fp.input_shift.as_deref(), |i| l.input_feature(i));
             affine_layer(
                 x,
+                &mag_in,
                 n_in,
                 out_n,
                 batch,
@@ -70,8 +73,11 @@ pub fn transfer(
             let n_in = g.values[node.inputs[0]].numel();
             let fan_in = (c.win.c / c.group) * c.win.kh * c.win.kw;
             let ohw = c.win.oh * c.win.ow;
+            let mag_in =
+                x.shifted_abs_max(n_in, c.fp.input_shift.as_deref(), |i| c.input_channel(i));
             affine_layer(
                 x,
+                &mag_in,
                 n_in,
                 out_n,
                 batch,
@@ -179,11 +185,12 @@ pub fn transfer(
 }
 
 /// Shared Linear/Conv interval step. `apply(v, abs, bias)` runs the layer's kernel on `v` with
-/// `|W|` when `abs`, adding the bias when `bias`; `offset(j)` is the error-model offset of
-/// per-sample output element `j`.
+/// `|W|` when `abs`, adding the bias when `bias`; `mag_in` bounds `|x|` (shifted per the error
+/// model) and `offset(j)` is the error-model offset of per-sample output element `j`.
 #[allow(clippy::too_many_arguments)]
 fn affine_layer(
     x: &Intervals,
+    mag_in: &[f64],
     n_in: usize,
     n_out: usize,
     batch: usize,
@@ -194,10 +201,9 @@ fn affine_layer(
     offset: impl Fn(usize) -> f64,
 ) -> Intervals {
     let (c, r) = x.center_radius();
-    let c_abs_r: Vec<f64> = c.iter().zip(&r).map(|(a, b)| a.abs() + b).collect();
     let yc = apply(&c, false, true);
     let yr = apply(&r, true, false);
-    let ym = apply(&c_abs_r, true, false);
+    let ym = apply(mag_in, true, false);
     let mut lo = Vec::with_capacity(yc.len());
     let mut hi = Vec::with_capacity(yc.len());
     for b in 0..batch {

@@ -3,4 +3,6 @@
 //! Each file implements one transformer for every IR operator family; the engines that drive
 //! them over a graph live in [`crate::bounds`].
 
+pub mod backward;
 pub mod ibp;
+pub mod relax;

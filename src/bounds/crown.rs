@@ -1,0 +1,355 @@
+//! CROWN / DeepPoly: backward linear bound propagation over the IR DAG.
+//!
+//! [`Crown::new`] computes bounds of every value in topological order: IBP from the best
+//! bounds so far, then, for values feeding a nonlinear operator, a backward pass from that value
+//! for its undecided elements (both directions in one pass), intersected with IBP (or replacing
+//! it when `intersect_ibp` is off, which is plain CROWN). [`Crown::lower_bounds`] then bounds
+//! any linear objective of any value, e.g. the spec matrix `C y` folded onto the output.
+//!
+//! Soundness: every node contributes `-|A| . err(node)` (deployed rounding plus the f64
+//! rounding of the backward products, [`backward::node_error`]); the bias and the final
+//! concretisation are sums of at most `terms_total` f64 products whose magnitudes are tracked
+//! per row, and the result is lowered by `gamma64(terms_total) * magnitude` and rounded down.
+
+use crate::domain::{FpMode, Intervals, Rounding, gamma};
+use crate::ir::{Graph, Op, ValueId};
+use crate::transformers::backward::{self, Back, BackCtx};
+use crate::transformers::ibp;
+use crate::transformers::relax;
+use rayon::prelude::*;
+
+/// How intermediate bounds are obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intermediate {
+    /// Interval propagation only.
+    Ibp,
+    /// CROWN for the elements feeding a nonlinearity.
+    Crown,
+}
+
+/// Settings of the CROWN engine.
+#[derive(Clone, Copy, Debug)]
+pub struct CrownConfig {
+    pub mode: FpMode,
+    pub intermediate: Intermediate,
+    /// Intersect CROWN intermediate bounds with IBP and only tighten elements IBP leaves
+    /// undecided (default). Off: plain CROWN, every element bounded by CROWN alone.
+    pub intersect_ibp: bool,
+}
+
+impl Default for CrownConfig {
+    fn default() -> Self {
+        CrownConfig {
+            mode: FpMode::Deployed,
+            intermediate: Intermediate::Crown,
+            intersect_ibp: true,
+        }
+    }
+}
+
+/// Rows per backward chunk (chunks run in parallel).
+const ROW_CHUNK: usize = 128;
+
+/// Which elements of a value a consumer needs tight bounds for.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Need {
+    No,
+    /// Only where the interval straddles 0 (ReLU-like kinks).
+    Kink,
+    /// Everywhere (smooth activations, pooling, products).
+    All,
+}
+
+/// A graph with bounds on every value for a batch of input domains.
+pub struct Crown<'g> {
+    pub g: &'g Graph,
+    pub rnd: Rounding,
+    pub domains: usize,
+    /// Best bounds of every value, `[domains, numel]`.
+    pub bounds: Vec<Option<Intervals>>,
+    /// Rounding error bound of every value, `[domains, numel]`.
+    pub errs: Vec<Option<Vec<f64>>>,
+    /// Bound on the length of any dot product in a backward step.
+    terms: usize,
+    /// Bound on the number of f64 terms summed into one row's bound.
+    terms_total: usize,
+    act_err: f64,
+}
+
+/// Output of one backward pass.
+pub struct Pass {
+    /// Sound lower bound of each row's objective.
+    pub lower: Vec<f64>,
+    /// Coefficients at the output of each activation node (indexed by node), when recorded.
+    pub at_activation: Vec<Option<Vec<f64>>>,
+    /// Coefficients reaching the network input (`rows x inputs`), when recorded.
+    pub at_input: Option<Vec<f64>>,
+}
+
+/// Lower slopes per activation node (indexed by node), `rows x numel`, for alpha-CROWN.
+pub type Alphas = Vec<Option<Vec<f64>>>;
+
+impl<'g> Crown<'g> {
+    /// Bounds of every value of `g` over the input boxes `input` (`domains` of them).
+    pub fn new(g: &'g Graph, input: Intervals, domains: usize, cfg: CrownConfig) -> Self {
+        let rnd = Rounding::new(cfg.mode, g.dtype);
+        let max_n = g.values.iter().map(|v| v.numel()).max().unwrap_or(1);
+        let terms = 2 * max_n + 16;
+        let terms_total = g.values.iter().map(|v| v.numel()).sum::<usize>() * 2 + 64;
+        let mut need = vec![Need::No; g.values.len()];
+        for n in &g.nodes {
+            let nd = match n.op {
+                Op::Relu | Op::LeakyRelu { .. } => Need::Kink,
+                Op::Sigmoid | Op::Tanh | Op::MaxPool(_) => Need::All,
+                Op::Binary(ref b)
+                    if b.kind != crate::ir::BinaryKind::Add
+                        && b.kind != crate::ir::BinaryKind::Sub =>
+                {
+                    Need::All
+                }
+                _ => Need::No,
+            };
+            for &v in &n.inputs {
+                need[v] = need[v].max(nd);
+            }
+        }
+        let mut c = Crown {
+            g,
+            rnd,
+            domains,
+            bounds: vec![None; g.values.len()],
+            errs: vec![None; g.values.len()],
+            terms,
+            terms_total,
+            act_err: rnd.activation_err(),
+        };
+        c.bounds[g.input] = Some(input);
+        for node in &g.nodes {
+            let ib = {
+                let ins: Vec<&Intervals> = node
+                    .inputs
+                    .iter()
+                    .map(|&v| c.bounds[v].as_ref().expect("topological order"))
+                    .collect();
+                ibp::transfer(g, node, &ins, domains, &rnd)
+            };
+            let out = node.output;
+            c.bounds[out] = Some(ib);
+            c.errs[out] = backward::node_error(g, node, &c.bounds, domains, &rnd, terms);
+            if cfg.intermediate == Intermediate::Crown && need[out] != Need::No {
+                c.tighten(out, need[out], cfg.intersect_ibp);
+            }
+        }
+        c
+    }
+
+    /// CROWN bounds for the elements of `v` that need them; intersect or replace.
+    fn tighten(&mut self, v: ValueId, need: Need, intersect: bool) {
+        let n = self.g.values[v].numel();
+        let Some(b) = self.bounds[v].as_ref() else {
+            return;
+        };
+        let mut sel: Vec<(usize, usize)> = Vec::new();
+        for d in 0..self.domains {
+            for j in 0..n {
+                let (l, u) = (b.lo[d * n + j], b.hi[d * n + j]);
+                let undecided = match need {
+                    Need::Kink => relax::unstable(l, u),
+                    _ => u > l,
+                };
+                if !intersect || undecided {
+                    sel.push((d, j));
+                }
+            }
+        }
+        if sel.is_empty() {
+            return;
+        }
+        // Two rows per element: +e_j (lower bound) and -e_j (minus the upper bound).
+        let rows: Vec<usize> = sel.iter().flat_map(|&(d, _)| [d, d]).collect();
+        let lower = self.lower_bounds_with(v, &rows, None, |row, a| {
+            let (_, j) = sel[row / 2];
+            a[j] = if row % 2 == 0 { 1.0 } else { -1.0 };
+        });
+        let b = self.bounds[v].as_mut().expect("bounds");
+        for (t, &(d, j)) in sel.iter().enumerate() {
+            let (cl, cu) = (lower[2 * t], -lower[2 * t + 1]);
+            let i = d * n + j;
+            if intersect {
+                b.lo[i] = b.lo[i].max(cl);
+                b.hi[i] = b.hi[i].min(cu);
+            } else {
+                b.lo[i] = cl;
+                b.hi[i] = cu;
+            }
+        }
+    }
+
+    /// Sound lower bounds of `sum_j a0[r][j] * v_j` for every row `r` of domain `rows[r]`;
+    /// `fill(r, row_slice)` writes row `r`'s coefficients. Rows run in parallel chunks.
+    pub fn lower_bounds_with(
+        &self,
+        v: ValueId,
+        rows: &[usize],
+        alphas: Option<&Alphas>,
+        fill: impl Fn(usize, &mut [f64]) + Sync,
+    ) -> Vec<f64> {
+        let n = self.g.values[v].numel();
+        let chunks: Vec<Vec<f64>> = (0..rows.len())
+            .step_by(ROW_CHUNK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| {
+                let end = (start + ROW_CHUNK).min(rows.len());
+                let mut a0 = vec![0.0; (end - start) * n];
+                for r in start..end {
+                    fill(r, &mut a0[(r - start) * n..(r - start + 1) * n]);
+                }
+                let al: Option<Alphas> = alphas.map(|als| {
+                    als.iter()
+                        .enumerate()
+                        .map(|(i, a)| {
+                            a.as_ref().map(|a| {
+                                let m = self.g.values[self.g.nodes[i].output].numel();
+                                a[start * m..end * m].to_vec()
+                            })
+                        })
+                        .collect()
+                });
+                self.pass(v, a0, &rows[start..end], al.as_ref(), false)
+                    .lower
+            })
+            .collect();
+        chunks.concat()
+    }
+
+    /// One backward pass from value `v` with coefficients `a0` (`rows x numel(v)`).
+    pub fn pass(
+        &self,
+        v: ValueId,
+        a0: Vec<f64>,
+        rows: &[usize],
+        alphas: Option<&Alphas>,
+        record: bool,
+    ) -> Pass {
+        let g = self.g;
+        let r = rows.len();
+        let ctx = BackCtx {
+            g,
+            bounds: &self.bounds,
+            rows,
+            act_err: self.act_err,
+        };
+        let mut coef: Vec<Option<Vec<f64>>> = vec![None; g.values.len()];
+        coef[v] = Some(a0);
+        let mut bias = vec![0.0; r];
+        let mut mag = vec![0.0; r];
+        let mut at_activation = vec![None; g.nodes.len()];
+        let last = g.nodes.iter().position(|n| n.output == v);
+        for (idx, node) in g
+            .nodes
+            .iter()
+            .enumerate()
+            .take(last.map_or(0, |l| l + 1))
+            .rev()
+        {
+            let out = node.output;
+            let Some(a) = coef[out].take() else { continue };
+            let n = g.values[out].numel();
+            if let Some(e) = &self.errs[out] {
+                for row in 0..r {
+                    let d = rows[row];
+                    let s: f64 = a[row * n..(row + 1) * n]
+                        .iter()
+                        .zip(&e[d * n..(d + 1) * n])
+                        .map(|(x, y)| x.abs() * y)
+                        .sum();
+                    bias[row] -= s;
+                    mag[row] += s;
+                }
+            }
+            if record && node.op.is_activation() {
+                at_activation[idx] = Some(a.clone());
+            }
+            let al = alphas.and_then(|al| al[idx].as_deref());
+            match backward::backward(&ctx, node, a, al) {
+                Back::Linear {
+                    inputs,
+                    bias: b,
+                    mag: m,
+                } => {
+                    for row in 0..r {
+                        bias[row] += b[row];
+                        mag[row] += m[row];
+                    }
+                    for (&iv, ai) in node.inputs.iter().zip(inputs) {
+                        let Some(ai) = ai else { continue };
+                        match &mut coef[iv] {
+                            Some(acc) => acc.iter_mut().zip(&ai).for_each(|(x, y)| *x += y),
+                            slot => *slot = Some(ai),
+                        }
+                    }
+                }
+                Back::Concretize(a) => {
+                    let bd = self.bounds[out].as_ref().expect("bounds");
+                    for row in 0..r {
+                        let d = rows[row];
+                        let (s, m) = concretize(
+                            &a[row * n..(row + 1) * n],
+                            &bd.lo[d * n..(d + 1) * n],
+                            &bd.hi[d * n..(d + 1) * n],
+                        );
+                        bias[row] += s;
+                        mag[row] += m;
+                    }
+                }
+            }
+        }
+        let ni = g.input_numel();
+        let at_input = coef[g.input].take();
+        let bx = self.bounds[g.input].as_ref().expect("input bounds");
+        let g64 = gamma(self.terms_total, 1.1102230246251565e-16);
+        let lower = (0..r)
+            .map(|row| {
+                let d = rows[row];
+                let (s, m) = match &at_input {
+                    Some(a) => concretize(
+                        &a[row * ni..(row + 1) * ni],
+                        &bx.lo[d * ni..(d + 1) * ni],
+                        &bx.hi[d * ni..(d + 1) * ni],
+                    ),
+                    None => (0.0, 0.0),
+                };
+                let total = bias[row] + s;
+                let m = mag[row] + m + total.abs();
+                let lb = (total - g64 * m).next_down();
+                if lb.is_nan() { f64::NEG_INFINITY } else { lb }
+            })
+            .collect();
+        Pass {
+            lower,
+            at_activation,
+            at_input: if record { at_input } else { None },
+        }
+    }
+
+    /// Terms bound used by backward steps (for tests and diagnostics).
+    pub fn terms(&self) -> usize {
+        self.terms
+    }
+}
+
+/// `min over [lo, hi] of a . x` (computed in f64) and the sum of the magnitudes of its terms.
+pub fn concretize(a: &[f64], lo: &[f64], hi: &[f64]) -> (f64, f64) {
+    let mut s = 0.0;
+    let mut m = 0.0;
+    for ((&c, &l), &h) in a.iter().zip(lo).zip(hi) {
+        if c == 0.0 {
+            continue;
+        }
+        let t = if c > 0.0 { c * l } else { c * h };
+        s += t;
+        m += t.abs();
+    }
+    (s, m)
+}
