@@ -61,3 +61,110 @@ fn ibp_proves_exactly_the_reference_ibp_set_on_digits_and_is_never_wrong() {
     eprintln!("IBP proved {proved} digits instances (reference IBP: {expected_proved})");
     assert_eq!(proved, expected_proved);
 }
+
+/// Rows of `expected.csv`: (onnx, vnnlib, expected).
+fn expected(path: &std::path::Path) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let e = header.iter().position(|h| *h == "expected").unwrap();
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1].to_string(), f[e].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn incomplete_verification_is_never_wrong_on_digits_and_mnistfc() {
+    use ferrocert::bounds::Method;
+    let Some(shared) = common::shared_benchmarks() else {
+        return;
+    };
+    for (suite, min_crown, min_alpha) in [("digits", 149, 150), ("mnistfc", 30, 32)] {
+        let d = shared.join(suite);
+        let mut proved = [0usize; 2];
+        for (onnx, vnnlib, exp) in expected(&d.join("expected.csv")) {
+            for (k, method) in [Method::Crown, Method::AlphaCrown].into_iter().enumerate() {
+                let opts = VerifyOptions {
+                    method,
+                    ..VerifyOptions::default()
+                };
+                let (run, err) = verify_files(&d.join(&onnx), &d.join(&vnnlib), &opts);
+                assert!(err.is_none(), "{onnx} {vnnlib}: {err:?}");
+                if let Verdict::Verified = run.verdict {
+                    assert_ne!(
+                        exp, "sat",
+                        "{suite} {onnx} {vnnlib}: unsat where expected is sat"
+                    );
+                    proved[k] += 1;
+                }
+            }
+        }
+        eprintln!(
+            "{suite}: CROWN proves {} unsat, alpha-CROWN {}",
+            proved[0], proved[1]
+        );
+        assert!(
+            proved[0] >= min_crown && proved[1] >= min_alpha,
+            "{suite}: {proved:?}"
+        );
+    }
+}
+
+#[test]
+fn alpha_crown_is_never_looser_than_crown_and_strictly_tighter_on_most_mnistfc_specs() {
+    use ferrocert::bounds::{Objective, alpha, crown};
+    use ferrocert::domain::Intervals;
+    use ferrocert::network::Network;
+    let Some(shared) = common::shared_benchmarks() else {
+        return;
+    };
+    let d = shared.join("mnistfc");
+    let (mut tighter, mut total, mut gain) = (0, 0, 0.0);
+    let mut nets = std::collections::HashMap::new();
+    for (onnx, vnnlib, _) in expected(&d.join("expected.csv")) {
+        let net = nets
+            .entry(onnx.clone())
+            .or_insert_with(|| Network::load(&d.join(&onnx)).unwrap());
+        let sp = ferrocert::spec::parse_file(&d.join(&vnnlib)).unwrap();
+        let r = &sp.regions[0];
+        let objs: Vec<Objective> = r
+            .disjuncts
+            .iter()
+            .flatten()
+            .map(|c| Objective {
+                domain: 0,
+                coeffs: c.coeffs.clone(),
+            })
+            .collect();
+        let g = &net.analysis;
+        let c = crown::Crown::new(
+            g,
+            Intervals::new(r.lower.clone(), r.upper.clone()),
+            1,
+            crown::CrownConfig::default(),
+        );
+        let rows = vec![0; objs.len()];
+        let fill = |k: usize, a: &mut [f64]| objs[k].coeffs.iter().for_each(|&(j, v)| a[j] += v);
+        let base = c.lower_bounds_with(g.output, &rows, None, fill);
+        let opt = alpha::optimize(&c, g.output, &rows, fill, &alpha::AlphaConfig::default());
+        let mut strict = 0;
+        for (b, o) in base.iter().zip(&opt) {
+            assert!(o >= b, "{onnx} {vnnlib}: alpha {o} looser than crown {b}");
+            if o > b {
+                strict += 1;
+                gain += o - b;
+            }
+        }
+        total += 1;
+        if strict * 2 > objs.len() {
+            tighter += 1;
+        }
+    }
+    eprintln!(
+        "alpha-CROWN strictly tighter than CROWN on most rows of {tighter} of {total} mnistfc specs (total gain {gain:.2})"
+    );
+    assert!(tighter * 2 > total, "{tighter} of {total}");
+}

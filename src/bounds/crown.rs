@@ -268,7 +268,9 @@ impl<'g> Crown<'g> {
                     mag[row] += s;
                 }
             }
-            if record && node.op.is_activation() {
+            if record
+                && (node.op.is_activation() || matches!(node.op, Op::MaxPool(_) | Op::Binary(_)))
+            {
                 at_activation[idx] = Some(a.clone());
             }
             let al = alphas.and_then(|al| al[idx].as_deref());

@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// Floating-point semantics the proofs cover.
     #[arg(long, value_enum, default_value = "deployed")]
     pub fp_mode: FpModeArg,
+    /// Strongest bound method to try.
+    #[arg(long, value_enum, default_value = "alpha-crown")]
+    pub method: crate::bounds::Method,
 }
 
 /// One benchmark instance.
@@ -166,6 +169,8 @@ pub fn run(a: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
                 let opts = VerifyOptions {
                     timeout: Some(Duration::from_secs_f64(inst.timeout * a.timeout_scale)),
                     fp_mode,
+                    method: a.method,
+                    ..VerifyOptions::default()
                 };
                 let (run, _) =
                     verify_files(&base.join(&inst.onnx), &base.join(&inst.vnnlib), &opts);

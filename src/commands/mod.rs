@@ -194,6 +194,12 @@ pub struct BoundsArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Plain CROWN: do not intersect CROWN bounds with IBP (intermediate and final).
+    #[arg(long)]
+    pub no_ibp_intersection: bool,
+    /// Adam iterations of alpha-CROWN.
+    #[arg(long, default_value_t = 20)]
+    pub alpha_iterations: usize,
     /// Enclose every output the deployed network can compute in its own floating-point type
     /// (`deployed`, default), or only the real-arithmetic function (`real`).
     #[arg(long, value_enum, default_value = "deployed")]
@@ -237,9 +243,16 @@ pub fn bounds(a: &BoundsArgs, out: &mut dyn Write) -> Result<i32, Error> {
         .collect();
     debug_assert_eq!(lo.len(), nr * ni);
     let mode: FpMode = a.fp_mode.into();
-    let res = match a.method {
-        Method::Ibp => bounds::ibp(g, Intervals::new(lo, hi), nr, mode),
+    let opts = bounds::BoundOptions {
+        method: a.method,
+        mode,
+        intersect_ibp: !a.no_ibp_intersection,
+        alpha: bounds::alpha::AlphaConfig {
+            iterations: a.alpha_iterations,
+            ..Default::default()
+        },
     };
+    let res = bounds::output_bounds(g, Intervals::new(lo, hi), nr, &opts);
     let per_region: Vec<(&[f64], &[f64])> = (0..nr)
         .map(|r| (&res.lo[r * no..(r + 1) * no], &res.hi[r * no..(r + 1) * no]))
         .collect();
@@ -305,6 +318,9 @@ pub struct VerifyArgs {
     /// Floating-point semantics the proof covers (see `bounds --help`).
     #[arg(long, value_enum, default_value = "deployed")]
     pub fp_mode: FpModeArg,
+    /// Strongest bound method to try (each cheaper one runs first).
+    #[arg(long, value_enum, default_value = "alpha-crown")]
+    pub method: Method,
 }
 
 /// Result of one verification with timing, for the CLI and the batch runner.
@@ -361,6 +377,8 @@ pub fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
     let opts = VerifyOptions {
         timeout: a.timeout.map(Duration::from_secs_f64),
         fp_mode: a.fp_mode.into(),
+        method: a.method,
+        ..VerifyOptions::default()
     };
     let (run, err) = verify_files(&a.model, &a.spec, &opts);
     if let Some(path) = &a.result_file {
@@ -373,12 +391,15 @@ pub fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
     let mut s = report::vnncomp_result(&run.verdict);
     if let Some(r) = &run.report {
         s.push_str(&format!(
-            "method: {}; regions proved {}/{}; disjuncts proved {}/{}; {:.3} s\n",
+            "method: {}; regions proved {}/{}; disjuncts proved {}/{} (ibp {}, crown {}, alpha-crown {}); {:.3} s\n",
             r.method,
             r.regions_proved,
             r.regions,
             r.disjuncts_proved,
             r.disjuncts,
+            r.proved_by[0],
+            r.proved_by[1],
+            r.proved_by[2],
             run.elapsed.as_secs_f64()
         ));
     }

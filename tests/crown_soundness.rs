@@ -1,0 +1,114 @@
+//! Property tests: CROWN and alpha-CROWN bounds (outputs and random linear objectives) contain
+//! every sampled float32 output of random networks (>= 10^4 samples per case); CROWN with IBP
+//! intersection is never looser than IBP, and alpha-CROWN never looser than CROWN.
+
+mod common;
+
+use common::netgen::{self, Rng};
+use ferrocert::bounds::{self, BoundOptions, Method, Objective, alpha::AlphaConfig};
+use ferrocert::domain::{FpMode, Intervals};
+use ferrocert::eval;
+use ferrocert::ir::passes;
+use proptest::prelude::*;
+
+fn check(kinds: &[u8], conv: bool, seed: u64, eps_pick: usize) -> Result<(), TestCaseError> {
+    let (model, desc) = netgen::random_model(kinds, conv, seed);
+    let exec = netgen::import(&model);
+    let g = passes::simplify(exec.clone());
+    let mut r = Rng(seed ^ 0x5151);
+    let (ni, no) = (g.input_numel(), g.output_numel());
+    let eps = [0.0, 1e-3, 0.05, 0.3, 1.0][eps_pick % 5];
+    let c: Vec<f64> = (0..ni).map(|_| r.range(-1.0, 1.0) as f32 as f64).collect();
+    let lo: Vec<f64> = c.iter().map(|v| v - eps).collect();
+    let hi: Vec<f64> = c.iter().map(|v| v + eps).collect();
+    let n = if eps == 0.0 { 1 } else { 10_000 };
+    let xs = common::sample_box(&lo, &hi, n, &mut r);
+    let ys = eval::forward_par::<f32>(&exec, &xs, n, 512).unwrap();
+    // Objectives: every output both ways, plus random combinations (spec rows).
+    let mut objs: Vec<Objective> = (0..no)
+        .flat_map(|j| {
+            [1.0, -1.0].map(|s| Objective {
+                domain: 0,
+                coeffs: vec![(j, s)],
+            })
+        })
+        .collect();
+    for _ in 0..4 {
+        objs.push(Objective {
+            domain: 0,
+            coeffs: (0..no).map(|j| (j, r.range(-1.0, 1.0))).collect(),
+        });
+    }
+    let input = Intervals::new(lo, hi);
+    let run = |method, intersect_ibp| {
+        let opts = BoundOptions {
+            method,
+            mode: FpMode::Deployed,
+            intersect_ibp,
+            alpha: AlphaConfig {
+                iterations: 10,
+                ..Default::default()
+            },
+        };
+        bounds::objective_lower(&g, input.clone(), 1, &objs, &opts)
+    };
+    let ibp = run(Method::Ibp, true);
+    let plain = run(Method::Crown, false);
+    let crown = run(Method::Crown, true);
+    let alpha = run(Method::AlphaCrown, true);
+    // The smallest value of each objective over the samples.
+    let mut min_obj = vec![f64::INFINITY; objs.len()];
+    for s in 0..n {
+        for (k, o) in objs.iter().enumerate() {
+            let v: f64 = o
+                .coeffs
+                .iter()
+                .map(|&(j, c)| c * ys[s * no + j] as f64)
+                .sum();
+            min_obj[k] = min_obj[k].min(v);
+        }
+    }
+    for k in 0..objs.len() {
+        // Tiny slack for the f64 evaluation of the objective itself.
+        let m = min_obj[k] + 1e-15 * (1.0 + min_obj[k].abs());
+        for (name, b) in [
+            ("ibp", ibp[k]),
+            ("plain crown", plain[k]),
+            ("crown", crown[k]),
+            ("alpha-crown", alpha[k]),
+        ] {
+            prop_assert!(
+                b <= m,
+                "{desc}\neps {eps} objective {k}: {name} lower bound {b} above sampled minimum {}",
+                min_obj[k]
+            );
+        }
+        prop_assert!(
+            crown[k] >= ibp[k],
+            "{desc}\ncrown {} looser than ibp {}",
+            crown[k],
+            ibp[k]
+        );
+        prop_assert!(
+            alpha[k] >= crown[k],
+            "{desc}\nalpha-crown {} looser than crown {}",
+            alpha[k],
+            crown[k]
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn crown_contains_samples_of_random_mlps(kinds in prop::collection::vec(0u8..16, 1..7), seed in any::<u64>(), eps in 0usize..5) {
+        check(&kinds, false, seed, eps)?;
+    }
+
+    #[test]
+    fn crown_contains_samples_of_random_cnns(kinds in prop::collection::vec(0u8..16, 1..6), seed in any::<u64>(), eps in 0usize..5) {
+        check(&kinds, true, seed, eps)?;
+    }
+}
