@@ -29,11 +29,11 @@ fn ibp_proves_exactly_the_reference_ibp_set_on_digits_and_is_never_wrong() {
     let d = shared.join("digits");
     let (mut proved, mut expected_proved) = (0, 0);
     for row in properties(&d.join("reference/properties.csv")) {
-        let (run, _) = verify_files(
-            &d.join(&row["onnx"]),
-            &d.join(&row["vnnlib"]),
-            &VerifyOptions::default(),
-        );
+        let opts = VerifyOptions {
+            method: ferrocert::bounds::Method::Ibp,
+            ..VerifyOptions::default()
+        };
+        let (run, _) = verify_files(&d.join(&row["onnx"]), &d.join(&row["vnnlib"]), &opts);
         let ref_ibp = row["ibp_verified"] == "1";
         expected_proved += ref_ibp as usize;
         match run.verdict {
