@@ -14,7 +14,7 @@
 use super::crown::{Alphas, Crown};
 use crate::eval;
 use crate::ir::{BinaryKind, Op, ValueId};
-use crate::transformers::backward::{PoolRelax, activation_lines, maxpool_relax};
+use crate::transformers::backward::PoolRelax;
 use crate::transformers::relax;
 
 /// Settings of the slope optimisation.
@@ -172,7 +172,7 @@ fn gradients(
         let y: Vec<f64> = match &node.op {
             Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => {
                 let xb = c.bounds[node.inputs[0]].as_ref().expect("bounds");
-                let lines = activation_lines(&node.op, xb, relax_err(c));
+                let lines = c.lines[node.output].as_deref().expect("activation lines");
                 let xin = ins[0];
                 let al = alphas[idx].as_deref();
                 let mut y = vec![0.0; r * out_n];
@@ -201,17 +201,12 @@ fn gradients(
                 grads[idx] = gr;
                 y
             }
-            Op::MaxPool(p) => {
-                let xb = c.bounds[node.inputs[0]].as_ref().expect("bounds");
+            Op::MaxPool(_) => {
+                let pools = c.pools[node.output].as_ref().expect("pool relaxations");
                 let in_n = g.values[node.inputs[0]].numel();
                 let mut y = vec![0.0; r * out_n];
                 for row in 0..r {
-                    let d = rows[row];
-                    let rel = maxpool_relax(
-                        p,
-                        &xb.lo[d * in_n..(d + 1) * in_n],
-                        &xb.hi[d * in_n..(d + 1) * in_n],
-                    );
+                    let rel = &pools[rows[row]];
                     for (o, pr) in rel.iter().enumerate() {
                         y[row * out_n + o] = match *pr {
                             PoolRelax::Exact(t) => ins[0][row * in_n + t],
@@ -249,8 +244,4 @@ fn gradients(
         vals[node.output] = Some(y);
     }
     grads
-}
-
-fn relax_err(c: &Crown) -> f64 {
-    c.rnd.activation_err()
 }

@@ -13,9 +13,10 @@
 
 use crate::domain::{FpMode, Intervals, Rounding, gamma};
 use crate::ir::{Graph, Op, ValueId};
-use crate::transformers::backward::{self, Back, BackCtx};
+use crate::transformers::backward::{self, Back, BackCtx, PoolRelax};
 use crate::transformers::ibp;
 use crate::transformers::relax;
+use crate::transformers::relax::Lines;
 use rayon::prelude::*;
 
 /// How intermediate bounds are obtained.
@@ -69,6 +70,10 @@ pub struct Crown<'g> {
     pub bounds: Vec<Option<Intervals>>,
     /// Rounding error bound of every value, `[domains, numel]`.
     pub errs: Vec<Option<Vec<f64>>>,
+    /// Relaxation lines of every activation output value, `[domains, numel]`.
+    pub lines: Vec<Option<Vec<Lines>>>,
+    /// MaxPool relaxations by output value, per domain.
+    pub pools: Vec<Option<Vec<Vec<PoolRelax>>>>,
     /// Bound on the length of any dot product in a backward step.
     terms: usize,
     /// Bound on the number of f64 terms summed into one row's bound.
@@ -119,6 +124,8 @@ impl<'g> Crown<'g> {
             domains,
             bounds: vec![None; g.values.len()],
             errs: vec![None; g.values.len()],
+            lines: vec![None; g.values.len()],
+            pools: vec![None; g.values.len()],
             terms,
             terms_total,
             act_err: rnd.activation_err(),
@@ -134,6 +141,19 @@ impl<'g> Crown<'g> {
                 ibp::transfer(g, node, &ins, domains, &rnd)
             };
             let out = node.output;
+            // The input bounds are final here: fix the node's relaxation once.
+            if let Some(xb) = node.inputs.first().and_then(|&i| c.bounds[i].as_ref()) {
+                match &node.op {
+                    op if op.is_activation() => {
+                        c.lines[out] = Some(backward::activation_lines(op, xb, c.act_err));
+                    }
+                    Op::MaxPool(p) => {
+                        let in_n = g.values[node.inputs[0]].numel();
+                        c.pools[out] = Some(backward::maxpool_relax_all(p, xb, in_n));
+                    }
+                    _ => {}
+                }
+            }
             c.bounds[out] = Some(ib);
             c.errs[out] = backward::node_error(g, node, &c.bounds, domains, &rnd, terms);
             if cfg.intermediate == Intermediate::Crown && need[out] != Need::No {
@@ -238,7 +258,8 @@ impl<'g> Crown<'g> {
             g,
             bounds: &self.bounds,
             rows,
-            act_err: self.act_err,
+            lines: &self.lines,
+            pools: &self.pools,
         };
         let mut coef: Vec<Option<Vec<f64>>> = vec![None; g.values.len()];
         coef[v] = Some(a0);

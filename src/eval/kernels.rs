@@ -194,27 +194,43 @@ fn im2col<T: Scalar>(
                     let base = (first + i) * in_img + (c0 + ci) * wn.h * wn.w;
                     let plane = &x[base..base + wn.h * wn.w];
                     let dst = &mut dst_row[i * ohw..(i + 1) * ohw];
+                    let range = tap_range((wn.ow, wn.sw, b * wn.dw, wn.pw, wn.w));
                     for oy in 0..wn.oh {
                         let iy = (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
                         let drow = &mut dst[oy * wn.ow..(oy + 1) * wn.ow];
-                        if iy < 0 || iy >= wn.h as isize {
+                        let Some((ox0, ox1)) = range.filter(|_| iy >= 0 && iy < wn.h as isize)
+                        else {
                             drow.fill(T::ZERO);
                             continue;
-                        }
-                        let src = &plane[iy as usize * wn.w..(iy as usize + 1) * wn.w];
-                        for (ox, d) in drow.iter_mut().enumerate() {
-                            let ix = (ox * wn.sw + b * wn.dw) as isize - wn.pw as isize;
-                            *d = if ix < 0 || ix >= wn.w as isize {
-                                T::ZERO
-                            } else {
-                                src[ix as usize]
-                            };
+                        };
+                        drow[..ox0].fill(T::ZERO);
+                        drow[ox1..].fill(T::ZERO);
+                        let start = iy as usize * wn.w + ox0 * wn.sw + b * wn.dw - wn.pw;
+                        let src = plane[start..].iter().step_by(wn.sw);
+                        for (d, &v) in drow[ox0..ox1].iter_mut().zip(src) {
+                            *d = v;
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// The range `[o0, o1)` of output positions whose tap `o * stride + koff - pad` lands inside
+/// `[0, size)`, from `(outputs, stride, koff, pad, size)`; `None` when empty.
+pub fn tap_range(
+    (n_out, stride, koff, pad, size): (usize, usize, usize, usize, usize),
+) -> Option<(usize, usize)> {
+    // o * stride + koff >= pad  and  o * stride + koff < pad + size.
+    let lo = pad.saturating_sub(koff).div_ceil(stride);
+    let hi_excl = if pad + size > koff {
+        (pad + size - koff).div_ceil(stride)
+    } else {
+        0
+    };
+    let (o0, o1) = (lo.min(n_out), hi_excl.min(n_out));
+    (o0 < o1).then_some((o0, o1))
 }
 
 /// For each output position of a window op, call `f(out_index, taps)` with the in-bounds input

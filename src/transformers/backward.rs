@@ -22,8 +22,10 @@ pub struct BackCtx<'a> {
     pub bounds: &'a [Option<Intervals>],
     /// Domain of each row.
     pub rows: &'a [usize],
-    /// Allowed error of the deployed sigmoid/tanh.
-    pub act_err: f64,
+    /// Relaxation lines of every activation, by output value (`[domains, numel]`).
+    pub lines: &'a [Option<Vec<Lines>>],
+    /// MaxPool relaxations, by output value, per domain.
+    pub pools: &'a [Option<Vec<Vec<PoolRelax>>>],
 }
 
 impl BackCtx<'_> {
@@ -263,7 +265,7 @@ fn step(ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back {
         Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => {
             activation_back(ctx, node, a, r, out_n, alpha)
         }
-        Op::MaxPool(p) => maxpool_back(ctx, node, p, a, r, out_n),
+        Op::MaxPool(_) => maxpool_back(ctx, node, a, r, out_n),
         Op::AveragePool(p) => {
             let in_n = g.values[node.inputs[0]].numel();
             let mut ain = vec![0.0; r * in_n];
@@ -434,6 +436,10 @@ fn col2im_add(
             for kb in 0..wn.kw {
                 let row = (ci * wn.kh + ka) * wn.kw + kb;
                 let src_row = &cols[row * ncol..(row + 1) * ncol];
+                let Some((ox0, ox1)) = kernels::tap_range(ox_params(wn, kb)) else {
+                    continue;
+                };
+                let off = (ox0 * wn.sw + kb * wn.dw) as isize - wn.pw as isize;
                 for i in 0..nimg {
                     let base = (first + i) * in_img + (c0 + ci) * wn.h * wn.w;
                     let src = &src_row[i * ohw..(i + 1) * ohw];
@@ -442,18 +448,21 @@ fn col2im_add(
                         if iy < 0 || iy >= wn.h as isize {
                             continue;
                         }
-                        let orow = base + iy as usize * wn.w;
-                        for ox in 0..wn.ow {
-                            let ix = (ox * wn.sw + kb * wn.dw) as isize - wn.pw as isize;
-                            if ix >= 0 && ix < wn.w as isize {
-                                out[orow + ix as usize] += src[oy * wn.ow + ox];
-                            }
+                        let start = base + iy as usize * wn.w + off as usize;
+                        let dst = out[start..].iter_mut().step_by(wn.sw);
+                        for (d, &v) in dst.zip(&src[oy * wn.ow + ox0..oy * wn.ow + ox1]) {
+                            *d += v;
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// `(out size, stride, kernel offset, padding, in size)` of the horizontal taps of column `kb`.
+fn ox_params(wn: &crate::ir::Window, kb: usize) -> (usize, usize, usize, usize, usize) {
+    (wn.ow, wn.sw, kb * wn.dw, wn.pw, wn.w)
 }
 
 fn binary_back(
@@ -545,7 +554,9 @@ fn activation_back(
     alpha: Alpha,
 ) -> Back {
     let xb = ctx.bound(node.inputs[0]);
-    let lines = activation_lines(&node.op, xb, ctx.act_err);
+    let Some(lines) = ctx.lines[node.output].as_deref() else {
+        return Back::Concretize(Vec::new());
+    };
     let relu_like = matches!(node.op, Op::Relu | Op::LeakyRelu { .. });
     let leak = if let Op::LeakyRelu { alpha } = node.op {
         alpha
@@ -590,6 +601,7 @@ fn activation_back(
 
 /// MaxPool relaxation of one window: exact when one input dominates, else `y >= x_best`
 /// (largest lower bound) and `y <= max upper bound`.
+#[derive(Clone, Debug)]
 pub enum PoolRelax {
     Exact(usize),
     Loose { best: usize, upper: f64 },
@@ -622,11 +634,10 @@ pub fn maxpool_relax(p: &Pool, lo: &[f64], hi: &[f64]) -> Vec<PoolRelax> {
     out
 }
 
-fn maxpool_back(ctx: &BackCtx, node: &Node, p: &Pool, a: &[f64], r: usize, out_n: usize) -> Back {
-    let xb = ctx.bound(node.inputs[0]);
-    let in_n = ctx.g.values[node.inputs[0]].numel();
+/// MaxPool relaxations of a node for every domain.
+pub fn maxpool_relax_all(p: &Pool, xb: &Intervals, in_n: usize) -> Vec<Vec<PoolRelax>> {
     let domains = xb.lo.len() / in_n.max(1);
-    let relaxes: Vec<Vec<PoolRelax>> = (0..domains)
+    (0..domains)
         .map(|d| {
             maxpool_relax(
                 p,
@@ -634,7 +645,14 @@ fn maxpool_back(ctx: &BackCtx, node: &Node, p: &Pool, a: &[f64], r: usize, out_n
                 &xb.hi[d * in_n..(d + 1) * in_n],
             )
         })
-        .collect();
+        .collect()
+}
+
+fn maxpool_back(ctx: &BackCtx, node: &Node, a: &[f64], r: usize, out_n: usize) -> Back {
+    let in_n = ctx.g.values[node.inputs[0]].numel();
+    let Some(relaxes) = ctx.pools[node.output].as_ref() else {
+        return Back::Concretize(Vec::new());
+    };
     let mut ain = vec![0.0; r * in_n];
     let (mut bias, mut mag) = (vec![0.0; r], vec![0.0; r]);
     for row in 0..r {
