@@ -88,7 +88,16 @@ pub fn optimize(
     let (b1, b2, eps) = (0.9, 0.999, 1e-8);
     let mut lr = cfg.lr;
     for it in 0..=cfg.iterations {
-        let pass = c.pass(v, a0.clone(), rows, Some(&alphas), true);
+        let pass = c.pass(
+            v,
+            a0.clone(),
+            rows,
+            Some(&alphas),
+            super::crown::Record {
+                acts: true,
+                input: true,
+            },
+        );
         for (b, &l) in best.iter_mut().zip(&pass.lower) {
             *b = b.max(l);
         }

@@ -61,6 +61,39 @@ enum Need {
     All,
 }
 
+/// Known bounds and split constraints for a batch of branch-and-bound domains.
+pub struct Seeds {
+    /// Per value, bounds valid on each domain (`[domains, numel]`), or `None`.
+    pub bounds: Vec<Option<Intervals>>,
+    /// Split constraints: `(value, domain, element, active)`; active means `>= 0`.
+    pub splits: Vec<(ValueId, usize, usize, bool)>,
+    /// Nodes before this index keep their seeded bounds without a new CROWN pass.
+    pub skip_before: usize,
+}
+
+impl Seeds {
+    /// Intersect `b` (bounds of value `v` with `n` elements, all domains) with the seeds and
+    /// split constraints.
+    pub fn apply(&self, v: ValueId, n: usize, b: &mut Intervals) {
+        if let Some(s) = &self.bounds[v] {
+            for i in 0..b.lo.len() {
+                b.lo[i] = b.lo[i].max(s.lo[i]);
+                b.hi[i] = b.hi[i].min(s.hi[i]);
+            }
+        }
+        for &(sv, d, j, active) in &self.splits {
+            if sv == v {
+                let i = d * n + j;
+                if active {
+                    b.lo[i] = b.lo[i].max(0.0);
+                } else {
+                    b.hi[i] = b.hi[i].min(0.0);
+                }
+            }
+        }
+    }
+}
+
 /// A graph with bounds on every value for a batch of input domains.
 pub struct Crown<'g> {
     pub g: &'g Graph,
@@ -91,12 +124,35 @@ pub struct Pass {
     pub at_input: Option<Vec<f64>>,
 }
 
+/// What a backward pass keeps besides the bounds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Record {
+    /// Coefficients at the output of every nonlinear node.
+    pub acts: bool,
+    /// Coefficients reaching the network input.
+    pub input: bool,
+}
+
 /// Lower slopes per activation node (indexed by node), `rows x numel`, for alpha-CROWN.
 pub type Alphas = Vec<Option<Vec<f64>>>;
 
 impl<'g> Crown<'g> {
     /// Bounds of every value of `g` over the input boxes `input` (`domains` of them).
     pub fn new(g: &'g Graph, input: Intervals, domains: usize, cfg: CrownConfig) -> Self {
+        Self::build(g, input, domains, cfg, None)
+    }
+
+    /// Like [`Crown::new`], for branch-and-bound subdomains: `seeds` carries bounds known to
+    /// hold on every domain (the parent's), intersected into each value, plus per-domain split
+    /// constraints on pre-activation values; values produced before node `skip_before` keep
+    /// their seed without a new CROWN pass (they cannot have changed).
+    pub fn build(
+        g: &'g Graph,
+        input: Intervals,
+        domains: usize,
+        cfg: CrownConfig,
+        seeds: Option<&Seeds>,
+    ) -> Self {
         let rnd = Rounding::new(cfg.mode, g.dtype);
         let max_n = g.values.iter().map(|v| v.numel()).max().unwrap_or(1);
         let terms = 2 * max_n + 16;
@@ -131,7 +187,7 @@ impl<'g> Crown<'g> {
             act_err: rnd.activation_err(),
         };
         c.bounds[g.input] = Some(input);
-        for node in &g.nodes {
+        for (idx, node) in g.nodes.iter().enumerate() {
             let ib = {
                 let ins: Vec<&Intervals> = node
                     .inputs
@@ -154,13 +210,50 @@ impl<'g> Crown<'g> {
                     _ => {}
                 }
             }
+            let mut ib = ib;
+            let on = g.values[out].numel();
+            if let Some(sd) = seeds {
+                sd.apply(out, on, &mut ib);
+            }
             c.bounds[out] = Some(ib);
             c.errs[out] = backward::node_error(g, node, &c.bounds, domains, &rnd, terms);
-            if cfg.intermediate == Intermediate::Crown && need[out] != Need::No {
+            let fresh = seeds.is_none_or(|sd| idx >= sd.skip_before || sd.bounds[out].is_none());
+            if cfg.intermediate == Intermediate::Crown && need[out] != Need::No && fresh {
                 c.tighten(out, need[out], cfg.intersect_ibp);
+                if let (Some(sd), Some(b)) = (seeds, c.bounds[out].as_mut()) {
+                    sd.apply(out, on, b);
+                }
             }
         }
         c
+    }
+
+    /// Whether some value's bounds are empty on domain `d` (the domain holds no input, e.g.
+    /// contradictory split constraints).
+    pub fn infeasible(&self, d: usize) -> bool {
+        self.bounds.iter().enumerate().any(|(v, b)| {
+            b.as_ref().is_some_and(|b| {
+                let n = self.g.values[v].numel();
+                (d * n..(d + 1) * n).any(|i| b.lo[i] > b.hi[i])
+            })
+        })
+    }
+
+    /// The bounds of domain `d` alone, for every value (to seed its children).
+    pub fn domain_bounds(&self, d: usize) -> Vec<Option<Intervals>> {
+        self.bounds
+            .iter()
+            .enumerate()
+            .map(|(v, b)| {
+                b.as_ref().map(|b| {
+                    let n = self.g.values[v].numel();
+                    Intervals::new(
+                        b.lo[d * n..(d + 1) * n].to_vec(),
+                        b.hi[d * n..(d + 1) * n].to_vec(),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// CROWN bounds for the elements of `v` that need them; intersect or replace.
@@ -214,8 +307,20 @@ impl<'g> Crown<'g> {
         alphas: Option<&Alphas>,
         fill: impl Fn(usize, &mut [f64]) + Sync,
     ) -> Vec<f64> {
+        self.passes(v, rows, alphas, fill, Record::default()).lower
+    }
+
+    /// [`Crown::lower_bounds_with`] keeping what `rec` asks for (rows in order).
+    pub fn passes(
+        &self,
+        v: ValueId,
+        rows: &[usize],
+        alphas: Option<&Alphas>,
+        fill: impl Fn(usize, &mut [f64]) + Sync,
+        rec: Record,
+    ) -> Pass {
         let n = self.g.values[v].numel();
-        let chunks: Vec<Vec<f64>> = (0..rows.len())
+        let chunks: Vec<Pass> = (0..rows.len())
             .step_by(ROW_CHUNK)
             .collect::<Vec<_>>()
             .into_par_iter()
@@ -236,11 +341,26 @@ impl<'g> Crown<'g> {
                         })
                         .collect()
                 });
-                self.pass(v, a0, &rows[start..end], al.as_ref(), false)
-                    .lower
+                self.pass(v, a0, &rows[start..end], al.as_ref(), rec)
             })
             .collect();
-        chunks.concat()
+        let mut out = Pass {
+            lower: Vec::with_capacity(rows.len()),
+            at_activation: vec![None; self.g.nodes.len()],
+            at_input: None,
+        };
+        for p in chunks {
+            out.lower.extend(p.lower);
+            for (acc, a) in out.at_activation.iter_mut().zip(p.at_activation) {
+                if let Some(a) = a {
+                    acc.get_or_insert_with(Vec::new).extend(a);
+                }
+            }
+            if let Some(a) = p.at_input {
+                out.at_input.get_or_insert_with(Vec::new).extend(a);
+            }
+        }
+        out
     }
 
     /// One backward pass from value `v` with coefficients `a0` (`rows x numel(v)`).
@@ -250,7 +370,7 @@ impl<'g> Crown<'g> {
         a0: Vec<f64>,
         rows: &[usize],
         alphas: Option<&Alphas>,
-        record: bool,
+        rec: Record,
     ) -> Pass {
         let g = self.g;
         let r = rows.len();
@@ -289,7 +409,7 @@ impl<'g> Crown<'g> {
                     mag[row] += s;
                 }
             }
-            if record
+            if rec.acts
                 && (node.op.is_activation() || matches!(node.op, Op::MaxPool(_) | Op::Binary(_)))
             {
                 at_activation[idx] = Some(a.clone());
@@ -352,7 +472,7 @@ impl<'g> Crown<'g> {
         Pass {
             lower,
             at_activation,
-            at_input: if record { at_input } else { None },
+            at_input: if rec.input { at_input } else { None },
         }
     }
 

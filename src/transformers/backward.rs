@@ -196,8 +196,25 @@ fn step(ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back {
     let r = ctx.rows.len();
     let out_n = g.values[node.output].numel();
     debug_assert_eq!(a.len(), r * out_n);
-    let zeros = || (vec![0.0; r], vec![0.0; r]);
+    if let Some(b) = linear_step(g, node, a, r) {
+        return b;
+    }
     match &node.op {
+        Op::Binary(b) => binary_back(ctx, node, b, a, r, out_n),
+        Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => {
+            activation_back(ctx, node, a, r, out_n, alpha)
+        }
+        Op::MaxPool(_) => maxpool_back(ctx, node, a, r, out_n),
+        _ => Back::Concretize(Vec::new()),
+    }
+}
+
+/// The backward step of an operator that is exactly linear (needs no bounds): the transposed
+/// map and its constant term. `None` for nonlinear operators.
+pub fn linear_step(g: &Graph, node: &Node, a: &[f64], r: usize) -> Option<Back> {
+    let out_n = g.values[node.output].numel();
+    let zeros = || (vec![0.0; r], vec![0.0; r]);
+    Some(match &node.op {
         Op::Linear(l) => linear_back(l, a, r, out_n),
         Op::Conv(c) => conv_back(c, a, r, out_n),
         Op::Affine(af) => {
@@ -261,11 +278,9 @@ fn step(ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back {
                 mag,
             }
         }
-        Op::Binary(b) => binary_back(ctx, node, b, a, r, out_n),
-        Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => {
-            activation_back(ctx, node, a, r, out_n, alpha)
+        Op::Binary(b) if matches!(b.kind, BinaryKind::Add | BinaryKind::Sub) => {
+            add_sub_back(g, node, b, a, r, out_n)
         }
-        Op::MaxPool(_) => maxpool_back(ctx, node, a, r, out_n),
         Op::AveragePool(p) => {
             let in_n = g.values[node.inputs[0]].numel();
             let mut ain = vec![0.0; r * in_n];
@@ -290,7 +305,8 @@ fn step(ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back {
                 mag,
             }
         }
-    }
+        _ => return None,
+    })
 }
 
 fn linear_back(l: &Linear, a: &[f64], r: usize, out_n: usize) -> Back {
@@ -333,11 +349,25 @@ fn linear_back(l: &Linear, a: &[f64], r: usize, out_n: usize) -> Back {
     let mut mag = vec![0.0; r];
     if let Some(b) = &l.bias {
         for row in 0..r {
-            for (i, &v) in a[row * out_n..(row + 1) * out_n].iter().enumerate() {
-                let t = v * b.f64[(i / l.inner) % l.p];
-                bias[row] += t;
-                mag[row] += t.abs();
+            let (mut sb, mut sm) = (0.0, 0.0);
+            let arow = &a[row * out_n..(row + 1) * out_n];
+            if l.inner == 1 {
+                for blk in arow.chunks_exact(l.p) {
+                    for (&v, &bv) in blk.iter().zip(&b.f64) {
+                        let t = v * bv;
+                        sb += t;
+                        sm += t.abs();
+                    }
+                }
+            } else {
+                for (i, &v) in arow.iter().enumerate() {
+                    let t = v * b.f64[(i / l.inner) % l.p];
+                    sb += t;
+                    sm += t.abs();
+                }
             }
+            bias[row] = sb;
+            mag[row] = sm;
         }
     }
     Back::Linear {
@@ -403,11 +433,20 @@ fn conv_back(c: &Conv, a: &[f64], r: usize, out_n: usize) -> Back {
     let mut mag = vec![0.0; r];
     if let Some(b) = &c.bias {
         for row in 0..r {
-            for (i, &v) in a[row * out_n..(row + 1) * out_n].iter().enumerate() {
-                let t = v * b.f64[(i / ohw) % c.m];
-                bias[row] += t;
-                mag[row] += t.abs();
+            let (mut sb, mut sm) = (0.0, 0.0);
+            for (i, blk) in a[row * out_n..(row + 1) * out_n]
+                .chunks_exact(ohw)
+                .enumerate()
+            {
+                let bv = b.f64[i % c.m];
+                for &v in blk {
+                    let t = v * bv;
+                    sb += t;
+                    sm += t.abs();
+                }
             }
+            bias[row] = sb;
+            mag[row] = sm;
         }
     }
     Back::Linear {
@@ -465,6 +504,37 @@ fn ox_params(wn: &crate::ir::Window, kb: usize) -> (usize, usize, usize, usize, 
     (wn.ow, wn.sw, kb * wn.dw, wn.pw, wn.w)
 }
 
+fn add_sub_back(
+    g: &Graph,
+    node: &Node,
+    b: &crate::ir::Binary,
+    a: &[f64],
+    r: usize,
+    out_n: usize,
+) -> Back {
+    let (na, nb) = (
+        g.values[node.inputs[0]].numel(),
+        g.values[node.inputs[1]].numel(),
+    );
+    let mut aa = vec![0.0; r * na];
+    let mut ab = vec![0.0; r * nb];
+    let idx = |map: Option<&[usize]>, i: usize| map.map_or(i, |m| m[i]);
+    let (am, bm) = (b.a_map.as_deref(), b.b_map.as_deref());
+    let sign = if b.kind == BinaryKind::Sub { -1.0 } else { 1.0 };
+    for row in 0..r {
+        for i in 0..out_n {
+            let v = a[row * out_n + i];
+            aa[row * na + idx(am, i)] += v;
+            ab[row * nb + idx(bm, i)] += sign * v;
+        }
+    }
+    Back::Linear {
+        inputs: vec![Some(aa), Some(ab)],
+        bias: vec![0.0; r],
+        mag: vec![0.0; r],
+    }
+}
+
 fn binary_back(
     ctx: &BackCtx,
     node: &Node,
@@ -483,42 +553,30 @@ fn binary_back(
     let (mut bias, mut mag) = (vec![0.0; r], vec![0.0; r]);
     let idx = |map: Option<&[usize]>, i: usize| map.map_or(i, |m| m[i]);
     let (am, bm) = (b.a_map.as_deref(), b.b_map.as_deref());
-    match b.kind {
-        BinaryKind::Add | BinaryKind::Sub => {
-            let sign = if b.kind == BinaryKind::Sub { -1.0 } else { 1.0 };
-            for row in 0..r {
-                for i in 0..out_n {
-                    let v = a[row * out_n + i];
-                    aa[row * na + idx(am, i)] += v;
-                    ab[row * nb + idx(bm, i)] += sign * v;
-                }
+    if b.kind != BinaryKind::Mul {
+        return Back::Concretize(Vec::new());
+    }
+    // McCormick planes: z >= ly x + lx y - lx ly, z <= uy x + lx y - lx uy.
+    let (bx, by) = (ctx.bound(node.inputs[0]), ctx.bound(node.inputs[1]));
+    for row in 0..r {
+        let d = ctx.rows[row];
+        for i in 0..out_n {
+            let v = a[row * out_n + i];
+            let (ia, ib) = (idx(am, i), idx(bm, i));
+            let (lx, ly, uy) = (bx.lo[d * na + ia], by.lo[d * nb + ib], by.hi[d * nb + ib]);
+            if !(lx.is_finite() && ly.is_finite() && uy.is_finite()) {
+                return Back::Concretize(Vec::new());
             }
+            let (kx, c) = if v >= 0.0 {
+                (ly, -lx * ly)
+            } else {
+                (uy, -lx * uy)
+            };
+            aa[row * na + ia] += v * kx;
+            ab[row * nb + ib] += v * lx;
+            bias[row] += v * c;
+            mag[row] += (v * c).abs();
         }
-        BinaryKind::Mul => {
-            // McCormick planes: z >= ly x + lx y - lx ly, z <= uy x + lx y - lx uy.
-            let (bx, by) = (ctx.bound(node.inputs[0]), ctx.bound(node.inputs[1]));
-            for row in 0..r {
-                let d = ctx.rows[row];
-                for i in 0..out_n {
-                    let v = a[row * out_n + i];
-                    let (ia, ib) = (idx(am, i), idx(bm, i));
-                    let (lx, ly, uy) = (bx.lo[d * na + ia], by.lo[d * nb + ib], by.hi[d * nb + ib]);
-                    if !(lx.is_finite() && ly.is_finite() && uy.is_finite()) {
-                        return Back::Concretize(Vec::new());
-                    }
-                    let (kx, c) = if v >= 0.0 {
-                        (ly, -lx * ly)
-                    } else {
-                        (uy, -lx * uy)
-                    };
-                    aa[row * na + ia] += v * kx;
-                    ab[row * nb + ib] += v * lx;
-                    bias[row] += v * c;
-                    mag[row] += (v * c).abs();
-                }
-            }
-        }
-        BinaryKind::Div => return Back::Concretize(Vec::new()),
     }
     Back::Linear {
         inputs: vec![Some(aa), Some(ab)],
@@ -567,30 +625,50 @@ fn activation_back(
     let (mut bias, mut mag) = (vec![0.0; r], vec![0.0; r]);
     for row in 0..r {
         let d = ctx.rows[row];
-        for j in 0..n {
-            let v = a[row * n + j];
-            if v == 0.0 {
-                continue;
-            }
-            let ln = &lines[d * n + j];
-            let (k, c) = if v >= 0.0 {
-                let (l, u) = (xb.lo[d * n + j], xb.hi[d * n + j]);
-                match alpha {
+        let (arow, lrow) = (&a[row * n..(row + 1) * n], &lines[d * n..(d + 1) * n]);
+        let out = &mut ain[row * n..(row + 1) * n];
+        let (mut sb, mut sm) = (0.0, 0.0);
+        match alpha {
+            Some(al) if relu_like && leak <= 1.0 => {
+                let (lo, hi) = (&xb.lo[d * n..(d + 1) * n], &xb.hi[d * n..(d + 1) * n]);
+                let alr = &al[row * n..(row + 1) * n];
+                for j in 0..n {
+                    let v = arow[j];
+                    let ln = &lrow[j];
                     // Optimised slope on the side through the origin (sound anywhere in range).
-                    Some(al) if relu_like && relax::unstable(l, u) && leak <= 1.0 => {
-                        (al[row * n + j].clamp(leak, 1.0), 0.0)
-                    }
-                    _ => (ln.kl, ln.bl),
+                    let (k, c) = if v < 0.0 {
+                        (ln.ku, ln.bu)
+                    } else if relax::unstable(lo[j], hi[j]) {
+                        (alr[j].clamp(leak, 1.0), 0.0)
+                    } else {
+                        (ln.kl, ln.bl)
+                    };
+                    out[j] = v * k;
+                    // 0 * inf (unbounded neuron, zero coefficient) contributes nothing.
+                    let t = if v == 0.0 { 0.0 } else { v * c };
+                    sb += t;
+                    sm += t.abs();
                 }
-            } else {
-                (ln.ku, ln.bu)
-            };
-            ain[row * n + j] = v * k;
-            if c != 0.0 {
-                bias[row] += v * c;
-                mag[row] += (v * c).abs();
+            }
+            _ => {
+                for j in 0..n {
+                    let v = arow[j];
+                    let ln = &lrow[j];
+                    let (k, c) = if v >= 0.0 {
+                        (ln.kl, ln.bl)
+                    } else {
+                        (ln.ku, ln.bu)
+                    };
+                    out[j] = v * k;
+                    // 0 * inf (unbounded neuron, zero coefficient) contributes nothing.
+                    let t = if v == 0.0 { 0.0 } else { v * c };
+                    sb += t;
+                    sm += t.abs();
+                }
             }
         }
+        bias[row] = sb;
+        mag[row] = sm;
     }
     Back::Linear {
         inputs: vec![Some(ain)],

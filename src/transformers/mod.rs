@@ -6,3 +6,4 @@
 pub mod backward;
 pub mod ibp;
 pub mod relax;
+pub mod vjp;

@@ -4,6 +4,11 @@
 //! spec folded into the backward pass, then alpha-CROWN on the constraints still open. An
 //! unsafe disjunct (a conjunction of `c y <= d`) is refuted when the lower bound of some `c y`
 //! exceeds `d`; the property is `unsat` when every disjunct of every region is refuted.
+//! Falsification ([`attack`]) runs first cheaply (random points) and again with gradients on
+//! whatever the bounds leave open; a `sat` always carries a re-checked counterexample.
+
+pub mod attack;
+pub mod bab;
 
 use crate::bounds::{self, Method, Objective, alpha, crown, linear_min};
 use crate::domain::{FpMode, Intervals};
@@ -20,6 +25,8 @@ pub struct Counterexample {
     pub y: Vec<f64>,
     pub region: usize,
     pub disjunct: usize,
+    /// The violation holds for every float32 evaluation order (not only the evaluator's).
+    pub robust: bool,
 }
 
 /// Outcome of a verification.
@@ -68,6 +75,10 @@ pub struct VerifyOptions {
     /// Strongest bound method to try.
     pub method: Method,
     pub alpha: alpha::AlphaConfig,
+    /// Falsification settings; `None` disables attacks.
+    pub attack: Option<attack::AttackConfig>,
+    /// Branch-and-bound settings; `None` stops after incomplete methods.
+    pub bab: Option<bab::BabConfig>,
 }
 
 impl Default for VerifyOptions {
@@ -77,6 +88,8 @@ impl Default for VerifyOptions {
             fp_mode: FpMode::Deployed,
             method: Method::AlphaCrown,
             alpha: alpha::AlphaConfig::default(),
+            attack: Some(attack::AttackConfig::default()),
+            bab: Some(bab::BabConfig::default()),
         }
     }
 }
@@ -93,6 +106,9 @@ pub struct VerifyReport {
     pub disjuncts_proved: usize,
     /// Disjuncts refuted by each method, in order IBP, CROWN, alpha-CROWN.
     pub proved_by: [usize; 3],
+    /// Regions settled by branch and bound, and its counters.
+    pub bab_regions: usize,
+    pub bab: bab::BabStats,
     pub elapsed: Duration,
 }
 
@@ -130,33 +146,81 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
         disjuncts: spec.disjunct_count(),
         disjuncts_proved: 0,
         proved_by: [0; 3],
+        bab_regions: 0,
+        bab: bab::BabStats::default(),
         elapsed: Duration::ZERO,
     };
     let timed_out = || opts.timeout.is_some_and(|t| start.elapsed() > t);
-    let mut all = true;
-    for chunk in spec.regions.chunks(REGION_BATCH) {
+    let deadline = opts.timeout.map(|t| start + t);
+    let finish = |mut report: VerifyReport, v: Verdict| {
+        report.verdict = v;
+        report.elapsed = start.elapsed();
+        Ok(report)
+    };
+    if let Some(cfg) = &opts.attack {
+        if let Some(cex) = attack::random_search(net, &spec.regions, cfg, deadline) {
+            report.method = "attack";
+            return finish(report, Verdict::Falsified(cex));
+        }
+    }
+    let mut open_all: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (ci, chunk) in spec.regions.chunks(REGION_BATCH).enumerate() {
         if timed_out() {
-            report.verdict = Verdict::Timeout;
-            report.elapsed = start.elapsed();
-            return Ok(report);
+            return finish(report, Verdict::Timeout);
         }
         let open = prove_batch(net, chunk, opts, &mut report, &timed_out);
-        let mut open_regions = vec![false; chunk.len()];
-        for &(b, _) in &open {
-            open_regions[b] = true;
+        let mut per_region: Vec<Vec<usize>> = vec![Vec::new(); chunk.len()];
+        for &(b, k) in &open {
+            per_region[b].push(k);
         }
-        report.regions_proved += open_regions.iter().filter(|o| !**o).count();
-        all &= open.is_empty();
+        for (b, ks) in per_region.into_iter().enumerate() {
+            if ks.is_empty() {
+                report.regions_proved += 1;
+            } else {
+                open_all.push((ci * REGION_BATCH + b, ks));
+            }
+        }
     }
-    report.verdict = if all {
-        Verdict::Verified
-    } else if timed_out() {
-        Verdict::Timeout
-    } else {
-        Verdict::Unknown
+    if open_all.is_empty() {
+        return finish(report, Verdict::Verified);
+    }
+    if let Some(cfg) = &opts.attack {
+        for (ri, ks) in &open_all {
+            if let Some(cex) = attack::pgd(net, &spec.regions[*ri], *ri, ks, cfg, deadline) {
+                report.method = "attack";
+                return finish(report, Verdict::Falsified(cex));
+            }
+        }
+    }
+    let Some(bcfg) = &opts.bab else {
+        let v = if timed_out() {
+            Verdict::Timeout
+        } else {
+            Verdict::Unknown
+        };
+        return finish(report, v);
     };
-    report.elapsed = start.elapsed();
-    Ok(report)
+    let mut undecided = None;
+    for (ri, ks) in open_all {
+        let (out, st) = bab::run(net, &spec.regions[ri], ri, ks, opts, bcfg, deadline);
+        report.bab.domains += st.domains;
+        report.bab.iterations += st.iterations;
+        report.bab.max_open = report.bab.max_open.max(st.max_open);
+        match out {
+            bab::BabOutcome::Verified => {
+                report.bab_regions += 1;
+                report.regions_proved += 1;
+            }
+            bab::BabOutcome::Falsified(cex) => {
+                report.method = "bab";
+                return finish(report, Verdict::Falsified(cex));
+            }
+            bab::BabOutcome::Timeout => return finish(report, Verdict::Timeout),
+            bab::BabOutcome::Unknown => undecided = Some(Verdict::Unknown),
+        }
+    }
+    report.method = "bab";
+    finish(report, undecided.unwrap_or(Verdict::Verified))
 }
 
 /// Run IBP, CROWN and alpha-CROWN on a batch of regions; returns the disjuncts left open.

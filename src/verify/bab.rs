@@ -1,0 +1,649 @@
+//! Complete verification by branch and bound.
+//!
+//! * **Input splitting** (few input dimensions, e.g. ACAS Xu): a domain is a sub-box; the
+//!   dimension split is the one with the largest influence `sum_rows |A_x[r, i]| * width_i`
+//!   (the CROWN coefficients reaching the input).
+//! * **ReLU splitting** (many inputs): a domain is a set of split constraints `z_j >= 0` /
+//!   `z_j <= 0` on undecided pre-activations, enforced by clamping their bounds, which is sound
+//!   because every bound computed on the whole box holds on the subset the constraints carve
+//!   out; children inherit the parent's bounds. The neuron split is chosen by a BaBSR-style
+//!   score: the slack the upper relaxation line adds to the bound, `max(-A_j, 0) * (-u l/(u-l))`.
+//!
+//! Each iteration bounds a batch of domains together (CROWN, then alpha-CROWN on what is still
+//! open), drops refuted ones, checks candidate points (box centres and the CROWN minimisers),
+//! and splits the rest. The order is depth-first, deterministic for a given input, and the
+//! number of open domains is capped.
+
+use super::attack::{self, to_f32_inside};
+use super::{Counterexample, VerifyOptions};
+use crate::bounds::alpha;
+use crate::bounds::crown::{Crown, CrownConfig, Record, Seeds};
+use crate::domain::Intervals;
+use crate::ir::{Op, ValueId};
+use crate::network::Network;
+use crate::spec::Region;
+use crate::transformers::relax;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Result of branch and bound on one region.
+#[derive(Debug)]
+pub enum BabOutcome {
+    Verified,
+    Falsified(Counterexample),
+    Unknown,
+    Timeout,
+}
+
+/// Counters for reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BabStats {
+    pub domains: usize,
+    pub iterations: usize,
+    pub max_open: usize,
+}
+
+/// Settings of branch and bound.
+#[derive(Clone, Copy, Debug)]
+pub struct BabConfig {
+    /// Domains bounded together per iteration.
+    pub batch: usize,
+    /// Cap on open domains; beyond it the search gives up with `unknown`.
+    pub max_open: usize,
+    /// Networks with at most this many inputs use input splitting.
+    pub input_split_dims: usize,
+    /// Input splitting: candidate dimensions bounded before choosing a split (1 = no
+    /// lookahead, the best-scored dimension).
+    pub lookahead: usize,
+}
+
+impl Default for BabConfig {
+    fn default() -> Self {
+        BabConfig {
+            batch: 64,
+            max_open: 200_000,
+            input_split_dims: 16,
+            lookahead: 2,
+        }
+    }
+}
+
+struct BoxDomain {
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    open: Vec<usize>,
+    /// Influence `sum |A_x| * width` of each input on the open rows, from its own bounding.
+    smear: Vec<f64>,
+    /// Proof margin from its own bounding (negative: how far from refuted).
+    margin: f64,
+}
+
+struct ReluDomain {
+    /// Split constraints `(value, element, active)`, newest last.
+    splits: Vec<(ValueId, usize, bool)>,
+    open: Vec<usize>,
+    /// The parent's bounds of every value (valid on this domain).
+    seeds: Arc<Vec<Option<Intervals>>>,
+}
+
+/// Objective rows of a batch: for each domain, every constraint of every open disjunct.
+/// Returns the rows' domains and owners `(domain, disjunct, constraint)`.
+fn rows_for(region: &Region, opens: &[&[usize]]) -> (Vec<usize>, Vec<(usize, usize, usize)>) {
+    let mut doms = Vec::new();
+    let mut owner = Vec::new();
+    for (b, open) in opens.iter().enumerate() {
+        for &k in open.iter() {
+            for ci in 0..region.disjuncts[k].len() {
+                doms.push(b);
+                owner.push((b, k, ci));
+            }
+        }
+    }
+    (doms, owner)
+}
+
+/// Disjuncts each domain still has open after the lower bounds `lower` of the rows.
+fn still_open(
+    region: &Region,
+    opens: &[&[usize]],
+    owner: &[(usize, usize, usize)],
+    lower: &[f64],
+) -> Vec<Vec<usize>> {
+    let mut refuted: Vec<Vec<usize>> = vec![Vec::new(); opens.len()];
+    for (row, &(b, k, ci)) in owner.iter().enumerate() {
+        let c = &region.disjuncts[k][ci];
+        let r = if c.strict {
+            lower[row] >= c.rhs
+        } else {
+            lower[row] > c.rhs
+        };
+        if r && !refuted[b].contains(&k) {
+            refuted[b].push(k);
+        }
+    }
+    opens
+        .iter()
+        .zip(refuted)
+        .map(|(open, rf)| open.iter().copied().filter(|k| !rf.contains(k)).collect())
+        .collect()
+}
+
+/// Bound a batch: CROWN rows (recording what `rec` asks), then alpha-CROWN on rows whose
+/// disjunct is still open. Returns the open disjuncts per domain and the CROWN pass.
+fn bound_batch(
+    c: &Crown,
+    region: &Region,
+    opens: &[&[usize]],
+    opts: &VerifyOptions,
+    rec: Record,
+) -> (
+    Vec<Vec<usize>>,
+    crate::bounds::crown::Pass,
+    Vec<(usize, usize, usize)>,
+) {
+    let g = c.g;
+    let (doms, owner) = rows_for(region, opens);
+    let fill = |r: usize, a: &mut [f64]| {
+        let (_, k, ci) = owner[r];
+        for &(j, v) in &region.disjuncts[k][ci].coeffs {
+            a[j] += v;
+        }
+    };
+    let mut pass = c.passes(g.output, &doms, None, fill, rec);
+    let mut open = still_open(region, opens, &owner, &pass.lower);
+    if opts.method == crate::bounds::Method::AlphaCrown && open.iter().any(|o| !o.is_empty()) {
+        // Optimise only the rows of disjuncts still open.
+        let sel: Vec<usize> = (0..owner.len())
+            .filter(|&r| open[owner[r].0].contains(&owner[r].1))
+            .collect();
+        let sdoms: Vec<usize> = sel.iter().map(|&r| doms[r]).collect();
+        let opt = alpha::optimize(c, g.output, &sdoms, |r, a| fill(sel[r], a), &opts.alpha);
+        for (i, &r) in sel.iter().enumerate() {
+            pass.lower[r] = pass.lower[r].max(opt[i]);
+        }
+        open = still_open(region, opens, &owner, &pass.lower);
+    }
+    (open, pass, owner)
+}
+
+/// Run branch and bound on `region` for the disjuncts `open`.
+pub fn run(
+    net: &Network,
+    region: &Region,
+    ri: usize,
+    open: Vec<usize>,
+    opts: &VerifyOptions,
+    cfg: &BabConfig,
+    deadline: Option<Instant>,
+) -> (BabOutcome, BabStats) {
+    if net.analysis.input_numel() <= cfg.input_split_dims {
+        input_split(net, region, ri, open, opts, cfg, deadline)
+    } else {
+        relu_split(net, region, ri, open, opts, cfg, deadline)
+    }
+}
+
+fn crown_cfg(opts: &VerifyOptions) -> CrownConfig {
+    CrownConfig {
+        mode: opts.fp_mode,
+        ..CrownConfig::default()
+    }
+}
+
+/// Proof margin of each domain: per open disjunct the best `lower - rhs` over its constraints
+/// (positive refutes it); the domain's margin is the smallest, `+inf` when nothing is open.
+fn margins(region: &Region, nb: usize, owner: &[(usize, usize, usize)], lower: &[f64]) -> Vec<f64> {
+    let mut per: Vec<Vec<(usize, f64)>> = vec![Vec::new(); nb];
+    for (row, &(b, k, ci)) in owner.iter().enumerate() {
+        let m = lower[row] - region.disjuncts[k][ci].rhs;
+        match per[b].iter_mut().find(|e| e.0 == k) {
+            Some(e) => e.1 = e.1.max(m),
+            None => per[b].push((k, m)),
+        }
+    }
+    per.iter()
+        .map(|ks| ks.iter().map(|e| e.1).fold(f64::INFINITY, f64::min))
+        .collect()
+}
+
+/// Candidate split dimensions of a box: the top `k` by influence `|A_x| * width` plus relative
+/// width (both normalised), so a dimension the coefficients ignore but that still has width
+/// is considered too.
+fn split_candidates(d: &BoxDomain, region: &Region, k: usize) -> Vec<usize> {
+    let ni = d.lo.len();
+    let rel: Vec<f64> = (0..ni)
+        .map(|i| (d.hi[i] - d.lo[i]) / (region.upper[i] - region.lower[i]).max(f64::MIN_POSITIVE))
+        .collect();
+    let (ssum, rsum) = (d.smear.iter().sum::<f64>(), rel.iter().sum::<f64>());
+    let mut dims: Vec<usize> = (0..ni)
+        .filter(|&i| {
+            let mid = 0.5 * d.lo[i] + 0.5 * d.hi[i];
+            mid > d.lo[i] && mid < d.hi[i]
+        })
+        .collect();
+    let score = |i: usize| {
+        (if ssum > 0.0 { d.smear[i] / ssum } else { 0.0 })
+            + if rsum > 0.0 { rel[i] / rsum } else { 0.0 }
+    };
+    dims.sort_by(|&x, &y| score(y).total_cmp(&score(x)));
+    dims.truncate(k.max(1));
+    dims
+}
+
+fn input_split(
+    net: &Network,
+    region: &Region,
+    ri: usize,
+    open: Vec<usize>,
+    opts: &VerifyOptions,
+    cfg: &BabConfig,
+    deadline: Option<Instant>,
+) -> (BabOutcome, BabStats) {
+    let g = &net.analysis;
+    let ni = g.input_numel();
+    let mut stats = BabStats::default();
+    // Domains on the stack have been bounded and leave `open` disjuncts.
+    let mut stack = vec![BoxDomain {
+        lo: region.lower.clone(),
+        hi: region.upper.clone(),
+        open,
+        smear: vec![0.0; ni],
+        margin: f64::NEG_INFINITY,
+    }];
+    let mut attack_round = 0u64;
+    while !stack.is_empty() {
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            return (BabOutcome::Timeout, stats);
+        }
+        if stack.len() > cfg.max_open {
+            return (BabOutcome::Unknown, stats);
+        }
+        stats.max_open = stats.max_open.max(stack.len());
+        stats.iterations += 1;
+        // Periodically attack inside the open domain that is furthest from a proof.
+        if stats.iterations % 4 == 0 {
+            if let (Some(acfg), Some(worst)) = (
+                &opts.attack,
+                stack.iter().min_by(|a, b| a.margin.total_cmp(&b.margin)),
+            ) {
+                attack_round += 1;
+                let sub = Region {
+                    lower: worst.lo.clone(),
+                    upper: worst.hi.clone(),
+                    input_constraints: region.input_constraints.clone(),
+                    disjuncts: region.disjuncts.clone(),
+                };
+                let a = attack::AttackConfig {
+                    seed: acfg.seed.wrapping_add(attack_round),
+                    steps: 20,
+                    restarts: 4,
+                    ..*acfg
+                };
+                if let Some(cex) = attack::pgd(net, &sub, ri, &worst.open, &a, deadline) {
+                    return (BabOutcome::Falsified(cex), stats);
+                }
+            }
+        }
+        let k = std::env::var("FC_LOOKAHEAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cfg.lookahead)
+            .clamp(1, ni.max(1));
+        let take = (cfg.batch / (2 * k)).max(1).min(stack.len());
+        let batch: Vec<BoxDomain> = stack.split_off(stack.len() - take);
+        // Children of every candidate dimension: (parent, dim, box).
+        let mut kids: Vec<(usize, usize, BoxDomain)> = Vec::new();
+        for (b, d) in batch.iter().enumerate() {
+            for i in split_candidates(d, region, k) {
+                let mid = 0.5 * d.lo[i] + 0.5 * d.hi[i];
+                let (mut hi1, mut lo2) = (d.hi.clone(), d.lo.clone());
+                hi1[i] = mid;
+                lo2[i] = mid;
+                kids.push((
+                    b,
+                    i,
+                    BoxDomain {
+                        lo: d.lo.clone(),
+                        hi: hi1,
+                        open: d.open.clone(),
+                        smear: vec![0.0; ni],
+                        margin: d.margin,
+                    },
+                ));
+                kids.push((
+                    b,
+                    i,
+                    BoxDomain {
+                        lo: lo2,
+                        hi: d.hi.clone(),
+                        open: d.open.clone(),
+                        smear: vec![0.0; ni],
+                        margin: d.margin,
+                    },
+                ));
+            }
+        }
+        if kids.is_empty() {
+            // Nothing can be split at f64 resolution.
+            if std::env::var("FC_DEBUG").is_ok() {
+                for d in &batch {
+                    let xs: Vec<f32> = (0..ni)
+                        .map(|i| to_f32_inside(0.5 * d.lo[i] + 0.5 * d.hi[i], d.lo[i], d.hi[i]))
+                        .collect();
+                    let y = crate::eval::forward::<f32>(&net.exec, &xs, 1).unwrap_or_default();
+                    let y64 = crate::eval::forward::<f64>(
+                        &net.exec,
+                        &xs.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                        1,
+                    )
+                    .unwrap_or_default();
+                    eprintln!(
+                        "stuck lo {:?} hi {:?} margin {} y32 {:?} y64 {:?}",
+                        d.lo, d.hi, d.margin, y, y64
+                    );
+                }
+            }
+            return (BabOutcome::Unknown, stats);
+        }
+        stats.domains += kids.len();
+        let input = Intervals::new(
+            kids.iter().flat_map(|q| q.2.lo.iter().copied()).collect(),
+            kids.iter().flat_map(|q| q.2.hi.iter().copied()).collect(),
+        );
+        let c = Crown::new(g, input, kids.len(), crown_cfg(opts));
+        let opens: Vec<&[usize]> = kids.iter().map(|q| &q.2.open[..]).collect();
+        let (doms, owner) = rows_for(region, &opens);
+        let fill = |r: usize, a: &mut [f64]| {
+            let (_, kd, ci) = owner[r];
+            for &(j, v) in &region.disjuncts[kd][ci].coeffs {
+                a[j] += v;
+            }
+        };
+        let pass = c.passes(
+            g.output,
+            &doms,
+            None,
+            fill,
+            Record {
+                acts: false,
+                input: true,
+            },
+        );
+        let marg = margins(region, kids.len(), &owner, &pass.lower);
+        // Per parent, the candidate whose worse child is best.
+        let mut chosen: Vec<Option<(usize, f64)>> = vec![None; batch.len()];
+        for q in (0..kids.len()).step_by(2) {
+            let (b, i) = (kids[q].0, kids[q].1);
+            let worst = marg[q].min(marg[q + 1]);
+            if chosen[b].is_none_or(|(_, w)| worst > w) {
+                chosen[b] = Some((i, worst));
+            }
+        }
+        let keep: Vec<usize> = (0..kids.len())
+            .filter(|&q| chosen[kids[q].0].is_some_and(|(i, _)| i == kids[q].1))
+            .collect();
+        let open_kids = still_open(region, &opens, &owner, &pass.lower);
+        let mut open_now: Vec<Vec<usize>> = keep.iter().map(|&q| open_kids[q].clone()).collect();
+        if opts.method == crate::bounds::Method::AlphaCrown
+            && open_now.iter().any(|o| !o.is_empty())
+        {
+            let sub_in = Intervals::new(
+                keep.iter()
+                    .flat_map(|&q| kids[q].2.lo.iter().copied())
+                    .collect(),
+                keep.iter()
+                    .flat_map(|&q| kids[q].2.hi.iter().copied())
+                    .collect(),
+            );
+            let sub = Crown::new(g, sub_in, keep.len(), crown_cfg(opts));
+            let so: Vec<&[usize]> = open_now.iter().map(|o| &o[..]).collect();
+            open_now = bound_batch(&sub, region, &so, opts, Record::default()).0;
+        }
+        // Candidates (centres and CROWN minimisers) and smear of the kept children.
+        let ax = pass.at_input.as_deref().unwrap_or(&[]);
+        let mut cands: Vec<f32> = Vec::new();
+        for (t, &q) in keep.iter().enumerate() {
+            if open_now[t].is_empty() {
+                continue;
+            }
+            let d = &kids[q].2;
+            cands.extend(
+                (0..ni).map(|i| to_f32_inside(0.5 * d.lo[i] + 0.5 * d.hi[i], d.lo[i], d.hi[i])),
+            );
+            for (r, &(rb, kd, _)) in owner.iter().enumerate() {
+                if rb == q && open_now[t].contains(&kd) && !ax.is_empty() {
+                    cands.extend((0..ni).map(|i| {
+                        to_f32_inside(
+                            if ax[r * ni + i] >= 0.0 {
+                                d.lo[i]
+                            } else {
+                                d.hi[i]
+                            },
+                            d.lo[i],
+                            d.hi[i],
+                        )
+                    }));
+                }
+            }
+        }
+        if let Some(cex) = check_points(net, region, ri, &cands) {
+            return (BabOutcome::Falsified(cex), stats);
+        }
+        let mut smear: Vec<Vec<f64>> = vec![vec![0.0; ni]; kids.len()];
+        if !ax.is_empty() {
+            for (r, &(q, _, _)) in owner.iter().enumerate() {
+                let d = &kids[q].2;
+                for i in 0..ni {
+                    smear[q][i] += ax[r * ni + i].abs() * (d.hi[i] - d.lo[i]);
+                }
+            }
+        }
+        let mut slots: Vec<Option<BoxDomain>> = kids.into_iter().map(|q| Some(q.2)).collect();
+        for (t, &q) in keep.iter().enumerate() {
+            if open_now[t].is_empty() {
+                continue;
+            }
+            if let Some(mut d) = slots[q].take() {
+                d.open = std::mem::take(&mut open_now[t]);
+                d.smear = std::mem::take(&mut smear[q]);
+                d.margin = marg[q];
+                stack.push(d);
+            }
+        }
+    }
+    (BabOutcome::Verified, stats)
+}
+
+/// Evaluate candidate points (concatenated) and return the first checked counterexample.
+fn check_points(net: &Network, region: &Region, ri: usize, xs: &[f32]) -> Option<Counterexample> {
+    let ni = net.exec.input_numel();
+    let n = xs.len() / ni.max(1);
+    if n == 0 {
+        return None;
+    }
+    let no = net.exec.output_numel();
+    let ys = crate::eval::forward_par::<f32>(&net.exec, xs, n, 256).ok()?;
+    (0..n).find_map(|s| {
+        let y: Vec<f64> = ys[s * no..(s + 1) * no].iter().map(|&v| v as f64).collect();
+        region.violated_by(&y)?;
+        attack::check_candidate(net, region, ri, &xs[s * ni..(s + 1) * ni])
+    })
+}
+
+fn relu_split(
+    net: &Network,
+    region: &Region,
+    ri: usize,
+    open: Vec<usize>,
+    opts: &VerifyOptions,
+    cfg: &BabConfig,
+    deadline: Option<Instant>,
+) -> (BabOutcome, BabStats) {
+    let g = &net.analysis;
+    let mut stats = BabStats::default();
+    // Position of each value's producer, to know which bounds a split can change.
+    let mut producer = vec![0usize; g.values.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        producer[n.output] = i;
+    }
+    let relu_inputs: Vec<(usize, ValueId)> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n.op, Op::Relu))
+        .map(|(i, n)| (i, n.inputs[0]))
+        .collect();
+    let root_seeds: Arc<Vec<Option<Intervals>>> = Arc::new(vec![None; g.values.len()]);
+    let mut stack = vec![ReluDomain {
+        splits: Vec::new(),
+        open,
+        seeds: root_seeds,
+    }];
+    let mut attack_round = 0u64;
+    while !stack.is_empty() {
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            return (BabOutcome::Timeout, stats);
+        }
+        if stack.len() > cfg.max_open {
+            return (BabOutcome::Unknown, stats);
+        }
+        stats.max_open = stats.max_open.max(stack.len());
+        stats.iterations += 1;
+        // Every few iterations, attack again with a fresh seed.
+        if stats.iterations % 8 == 0 {
+            if let Some(acfg) = &opts.attack {
+                attack_round += 1;
+                let a = attack::AttackConfig {
+                    seed: acfg.seed.wrapping_add(attack_round),
+                    ..*acfg
+                };
+                let ks: Vec<usize> = stack.last().map(|d| d.open.clone()).unwrap_or_default();
+                if let Some(cex) = attack::pgd(net, region, ri, &ks, &a, deadline) {
+                    return (BabOutcome::Falsified(cex), stats);
+                }
+            }
+        }
+        let take = cfg.batch.min(stack.len());
+        let batch: Vec<ReluDomain> = stack.split_off(stack.len() - take);
+        stats.domains += batch.len();
+        let nb = batch.len();
+        let ni = g.input_numel();
+        let input = Intervals::new(
+            (0..nb).flat_map(|_| region.lower.iter().copied()).collect(),
+            (0..nb).flat_map(|_| region.upper.iter().copied()).collect(),
+        );
+        // Seeds: the parents' bounds stacked per value, the splits, and the earliest split.
+        let mut seed_bounds: Vec<Option<Intervals>> = vec![None; g.values.len()];
+        for v in 0..g.values.len() {
+            if batch.iter().all(|d| d.seeds[v].is_some()) {
+                let n = g.values[v].numel();
+                let mut lo = Vec::with_capacity(nb * n);
+                let mut hi = Vec::with_capacity(nb * n);
+                for d in &batch {
+                    let s = d.seeds[v].as_ref().expect("checked");
+                    lo.extend_from_slice(&s.lo);
+                    hi.extend_from_slice(&s.hi);
+                }
+                seed_bounds[v] = Some(Intervals::new(lo, hi));
+            }
+        }
+        let splits: Vec<(ValueId, usize, usize, bool)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(b, d)| d.splits.iter().map(move |&(v, j, a)| (v, b, j, a)))
+            .collect();
+        let skip_before = batch
+            .iter()
+            .map(|d| d.splits.last().map_or(0, |&(v, _, _)| producer[v] + 1))
+            .min()
+            .unwrap_or(0);
+        let seeds = Seeds {
+            bounds: seed_bounds,
+            splits,
+            skip_before,
+        };
+        let c = Crown::build(g, input, nb, crown_cfg(opts), Some(&seeds));
+        let opens: Vec<&[usize]> = batch.iter().map(|d| &d.open[..]).collect();
+        let (mut open, pass, owner) = bound_batch(
+            &c,
+            region,
+            &opens,
+            opts,
+            Record {
+                acts: true,
+                input: true,
+            },
+        );
+        for (b, o) in open.iter_mut().enumerate() {
+            if c.infeasible(b) {
+                o.clear();
+            }
+        }
+        // Candidates: the CROWN minimiser of each open row.
+        if let Some(ax) = &pass.at_input {
+            let mut cands = Vec::new();
+            for (r, &(b, k, _)) in owner.iter().enumerate() {
+                if open[b].contains(&k) {
+                    cands.extend((0..ni).map(|i| {
+                        let v = if ax[r * ni + i] >= 0.0 {
+                            region.lower[i]
+                        } else {
+                            region.upper[i]
+                        };
+                        to_f32_inside(v, region.lower[i], region.upper[i])
+                    }));
+                }
+            }
+            if let Some(cex) = check_points(net, region, ri, &cands) {
+                return (BabOutcome::Falsified(cex), stats);
+            }
+        }
+        for (b, d) in batch.into_iter().enumerate() {
+            if open[b].is_empty() {
+                continue;
+            }
+            // BaBSR-style score over the undecided ReLUs.
+            let mut best: Option<(f64, ValueId, usize)> = None;
+            for &(ni_node, v) in &relu_inputs {
+                let Some(acts) = pass.at_activation[ni_node].as_ref() else {
+                    continue;
+                };
+                let bd = c.bounds[v].as_ref().expect("bounds");
+                let n = g.values[v].numel();
+                for j in 0..n {
+                    let (l, u) = (bd.lo[b * n + j], bd.hi[b * n + j]);
+                    if !relax::unstable(l, u) {
+                        continue;
+                    }
+                    let mut s = 0.0;
+                    for (r, &(rb, k, _)) in owner.iter().enumerate() {
+                        if rb == b && open[b].contains(&k) {
+                            let a = acts[r * n + j];
+                            s += (-a).max(0.0) * (-u * l / (u - l))
+                                + a.max(0.0) * 1e-3 * (u.min(-l));
+                        }
+                    }
+                    if best.is_none_or(|(bs, _, _)| s > bs) {
+                        best = Some((s, v, j));
+                    }
+                }
+            }
+            let Some((_, v, j)) = best else {
+                // Nothing left to split: the relaxation is exact up to the split constraints
+                // it cannot enforce; give up on this region.
+                return (BabOutcome::Unknown, stats);
+            };
+            let seeds = Arc::new(c.domain_bounds(b));
+            for active in [false, true] {
+                let mut splits = d.splits.clone();
+                splits.push((v, j, active));
+                stack.push(ReluDomain {
+                    splits,
+                    open: open[b].clone(),
+                    seeds: seeds.clone(),
+                });
+            }
+        }
+    }
+    (BabOutcome::Verified, stats)
+}
