@@ -9,6 +9,7 @@ pub mod commands;
 pub mod domain;
 pub mod eval;
 pub mod ir;
+pub mod lp;
 pub mod network;
 pub mod onnx;
 pub mod report;

@@ -314,3 +314,64 @@ fn crown_matches_reference_and_is_never_looser_with_ibp_intersection() {
     );
     assert!(n >= 100);
 }
+
+#[test]
+fn lp_safe_bound_matches_reference_lp() {
+    use ferrocert::bounds::crown::{Crown, CrownConfig};
+    use ferrocert::lp::Encoding;
+    let Some(fx) = fixture() else { return };
+    let (mut n, mut worst, mut worst_gap) = (0, 0.0f64, 0.0f64);
+    for l in fx.lines.iter().filter(|l| l["method"] == "lp") {
+        let net = &fx.nets[l["model"].as_str().unwrap()];
+        let g = &net.analysis;
+        let (lo, hi) = input_box(l, &fx.images);
+        let cfg = CrownConfig {
+            mode: FpMode::Real,
+            intersect_ibp: false,
+            ..CrownConfig::default()
+        };
+        let c = Crown::new(g, Intervals::new(lo, hi), 1, cfg);
+        let enc = Encoding::new(&c, 0, 5_000_000).unwrap();
+        let rows: Vec<usize> = l["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap() as usize)
+            .collect();
+        let label = l.get("label").and_then(|v| v.as_u64()).map(|v| v as usize);
+        let mut objs = Vec::new();
+        for &j in &rows {
+            for s in [1.0, -1.0] {
+                objs.push(match label {
+                    Some(lab) => vec![(lab, s), (j, -s)],
+                    None => vec![(j, s)],
+                });
+            }
+        }
+        let b = enc.lower_bounds(g.output, &objs, None).unwrap();
+        let (rl, ru) = (common::f64s(&l["lower"]), common::f64s(&l["upper"]));
+        for (i, _) in rows.iter().enumerate() {
+            let (tl, tu) = (b[2 * i].safe, -b[2 * i + 1].safe);
+            let d = ((tl - rl[i]).abs() / (1.0 + rl[i].abs()))
+                .max((tu - ru[i]).abs() / (1.0 + ru[i].abs()));
+            worst = worst.max(d);
+            worst_gap = worst_gap.max((b[2 * i].reported - b[2 * i].safe).abs());
+            assert!(
+                d <= 1e-5,
+                "{} row {i}: LP [{tl}, {tu}] vs reference [{}, {}] (reported {} {})",
+                l["model"],
+                rl[i],
+                ru[i],
+                b[2 * i].reported,
+                -b[2 * i + 1].reported
+            );
+            // The safe bound never exceeds the solver's optimum.
+            assert!(b[2 * i].safe <= b[2 * i].reported + 1e-9);
+        }
+        n += 1;
+    }
+    eprintln!(
+        "{n} LP reference lines: worst relative difference {worst:.2e}; largest reported-minus-safe gap {worst_gap:.2e}"
+    );
+    assert!(n >= 100);
+}

@@ -149,6 +149,8 @@ fn run_on_the_bundled_instances_is_resumable_and_never_wrong() {
         out_csv.to_str().unwrap(),
         "--jobs",
         "2",
+        "--timeout-scale",
+        "0.1",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("wrong 0"), "{out}");

@@ -84,7 +84,7 @@ fn real_arithmetic_bounds_are_fooled_but_deployed_bounds_are_not() {
     );
     let real = VerifyOptions {
         fp_mode: FpMode::Real,
-        ..VerifyOptions::default()
+        ..VerifyOptions::incomplete(Method::AlphaCrown)
     };
     assert_eq!(
         verify::verify(&net, &sp, &real).unwrap().verdict.word(),

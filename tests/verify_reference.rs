@@ -29,10 +29,7 @@ fn ibp_proves_exactly_the_reference_ibp_set_on_digits_and_is_never_wrong() {
     let d = shared.join("digits");
     let (mut proved, mut expected_proved) = (0, 0);
     for row in properties(&d.join("reference/properties.csv")) {
-        let opts = VerifyOptions {
-            method: ferrocert::bounds::Method::Ibp,
-            ..VerifyOptions::default()
-        };
+        let opts = VerifyOptions::incomplete(ferrocert::bounds::Method::Ibp);
         let (run, _) = verify_files(&d.join(&row["onnx"]), &d.join(&row["vnnlib"]), &opts);
         let ref_ibp = row["ibp_verified"] == "1";
         expected_proved += ref_ibp as usize;
@@ -87,10 +84,7 @@ fn incomplete_verification_is_never_wrong_on_digits_and_mnistfc() {
         let mut proved = [0usize; 2];
         for (onnx, vnnlib, exp) in expected(&d.join("expected.csv")) {
             for (k, method) in [Method::Crown, Method::AlphaCrown].into_iter().enumerate() {
-                let opts = VerifyOptions {
-                    method,
-                    ..VerifyOptions::default()
-                };
+                let opts = VerifyOptions::incomplete(method);
                 let (run, err) = verify_files(&d.join(&onnx), &d.join(&vnnlib), &opts);
                 assert!(err.is_none(), "{onnx} {vnnlib}: {err:?}");
                 if let Verdict::Verified = run.verdict {

@@ -25,6 +25,8 @@ pub struct AlphaConfig {
     pub lr: f64,
     /// Step size decay per iteration.
     pub decay: f64,
+    /// Stop iterating past this instant (the best bound so far is kept).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for AlphaConfig {
@@ -33,6 +35,7 @@ impl Default for AlphaConfig {
             iterations: 20,
             lr: 0.1,
             decay: 0.98,
+            deadline: None,
         }
     }
 }
@@ -101,7 +104,7 @@ pub fn optimize(
         for (b, &l) in best.iter_mut().zip(&pass.lower) {
             *b = b.max(l);
         }
-        if it == cfg.iterations {
+        if it == cfg.iterations || cfg.deadline.is_some_and(|d| std::time::Instant::now() > d) {
             break;
         }
         let grads = gradients(

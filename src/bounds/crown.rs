@@ -36,6 +36,9 @@ pub struct CrownConfig {
     /// Intersect CROWN intermediate bounds with IBP and only tighten elements IBP leaves
     /// undecided (default). Off: plain CROWN, every element bounded by CROWN alone.
     pub intersect_ibp: bool,
+    /// Past this instant, remaining intermediate bounds stay IBP (sound, looser), so a caller
+    /// with a time limit gets control back quickly.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for CrownConfig {
@@ -44,6 +47,7 @@ impl Default for CrownConfig {
             mode: FpMode::Deployed,
             intermediate: Intermediate::Crown,
             intersect_ibp: true,
+            deadline: None,
         }
     }
 }
@@ -218,7 +222,9 @@ impl<'g> Crown<'g> {
             c.bounds[out] = Some(ib);
             c.errs[out] = backward::node_error(g, node, &c.bounds, domains, &rnd, terms);
             let fresh = seeds.is_none_or(|sd| idx >= sd.skip_before || sd.bounds[out].is_none());
-            if cfg.intermediate == Intermediate::Crown && need[out] != Need::No && fresh {
+            let in_time = cfg.deadline.is_none_or(|d| std::time::Instant::now() < d);
+            if cfg.intermediate == Intermediate::Crown && need[out] != Need::No && fresh && in_time
+            {
                 c.tighten(out, need[out], cfg.intersect_ibp);
                 if let (Some(sd), Some(b)) = (seeds, c.bounds[out].as_mut()) {
                     sd.apply(out, on, b);

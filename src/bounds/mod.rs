@@ -89,6 +89,7 @@ pub fn objective_lower(
         mode: opts.mode,
         intermediate: crown::Intermediate::Crown,
         intersect_ibp: opts.intersect_ibp,
+        deadline: None,
     };
     let c = crown::Crown::new(g, input, domains, cfg);
     let rows: Vec<usize> = objs.iter().map(|o| o.domain).collect();

@@ -5,7 +5,6 @@ use super::{Error, FpModeArg, verify_files};
 use crate::report;
 use crate::verify::{Verdict, VerifyOptions};
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -152,47 +151,64 @@ pub fn run(a: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
         std::fs::create_dir_all(d).map_err(|e| Error::Io(format!("{}: {e}", d.display())))?;
     }
     let jobs = a.jobs.unwrap_or_else(rayon::current_num_threads).max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .build()
-        .map_err(|e| Error::Io(format!("thread pool: {e}")))?;
     let bar = ProgressBar::new(pending.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let fp_mode = a.fp_mode.into();
-    let results: Vec<((String, String), (String, f64))> = pool.install(|| {
-        pending
-            .par_iter()
-            .map(|inst| {
-                let opts = VerifyOptions {
-                    timeout: Some(Duration::from_secs_f64(inst.timeout * a.timeout_scale)),
-                    fp_mode,
-                    method: a.method,
-                    ..VerifyOptions::default()
+    // Instances run on dedicated worker threads pulling from a shared counter; rayon serves
+    // only the parallelism inside one instance. (Running instances as rayon tasks lets a
+    // thread blocked in an inner join pick up a whole other instance, stretching time limits.)
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<((String, String), (String, f64))>> = Mutex::new(Vec::new());
+    // Each worker has its own rayon pool: with a shared pool, one instance's queued work can
+    // starve another's behind it and stretch its time limit.
+    let per_job = (rayon::current_num_threads() / jobs).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(pending.len().max(1)) {
+            scope.spawn(|| {
+                let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(per_job).build() else {
+                    return;
                 };
-                let (run, _) =
-                    verify_files(&base.join(&inst.onnx), &base.join(&inst.vnnlib), &opts);
-                let word = run.verdict.word().to_string();
-                let secs = run.elapsed.as_secs_f64();
-                if let Some(d) = &a.result_dir {
-                    let name = format!("{}__{}.result", stem(&inst.onnx), stem(&inst.vnnlib));
-                    let _ = report::write_vnncomp_result(&d.join(name), &run.verdict);
-                }
-                if let Verdict::Error(msg) = &run.verdict {
-                    bar.println(format!("error: {} {}: {msg}", inst.onnx, inst.vnnlib));
-                }
-                if let Ok(mut f) = file.lock() {
-                    let _ = writeln!(f, "{},{},{},{:.4}", inst.onnx, inst.vnnlib, word, secs);
-                    let _ = f.flush();
-                }
-                bar.inc(1);
-                bar.set_message(format!("{} {}", word, stem(&inst.vnnlib)));
-                ((inst.onnx.clone(), inst.vnnlib.clone()), (word, secs))
-            })
-            .collect()
+                pool.install(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(inst) = pending.get(i) else { break };
+                        let opts = VerifyOptions {
+                            timeout: Some(Duration::from_secs_f64(inst.timeout * a.timeout_scale)),
+                            fp_mode,
+                            method: a.method,
+                            ..VerifyOptions::default()
+                        };
+                        let (run, _) =
+                            verify_files(&base.join(&inst.onnx), &base.join(&inst.vnnlib), &opts);
+                        let word = run.verdict.word().to_string();
+                        let secs = run.elapsed.as_secs_f64();
+                        if let Some(d) = &a.result_dir {
+                            let name =
+                                format!("{}__{}.result", stem(&inst.onnx), stem(&inst.vnnlib));
+                            let _ = report::write_vnncomp_result(&d.join(name), &run.verdict);
+                        }
+                        if let Verdict::Error(msg) = &run.verdict {
+                            bar.println(format!("error: {} {}: {msg}", inst.onnx, inst.vnnlib));
+                        }
+                        if let Ok(mut f) = file.lock() {
+                            let _ =
+                                writeln!(f, "{},{},{},{:.4}", inst.onnx, inst.vnnlib, word, secs);
+                            let _ = f.flush();
+                        }
+                        bar.inc(1);
+                        bar.set_message(format!("{} {}", word, stem(&inst.vnnlib)));
+                        if let Ok(mut r) = results.lock() {
+                            r.push(((inst.onnx.clone(), inst.vnnlib.clone()), (word, secs)));
+                        }
+                    }
+                })
+            });
+        }
     });
+    let results = results.into_inner().unwrap_or_default();
     bar.finish_and_clear();
     let mut all = done;
     all.extend(results);

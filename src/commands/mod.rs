@@ -391,7 +391,7 @@ pub fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
     let mut s = report::vnncomp_result(&run.verdict);
     if let Some(r) = &run.report {
         s.push_str(&format!(
-            "method: {}; regions proved {}/{}; disjuncts proved {}/{} (ibp {}, crown {}, alpha-crown {}); branch and bound: {} regions, {} domains, {} iterations, at most {} open; {:.3} s\n",
+            "method: {}; regions proved {}/{}; disjuncts proved {}/{} (ibp {}, crown {}, alpha-crown {}, lp {}); branch and bound: {} regions, {} domains, {} iterations, at most {} open; {:.3} s\n",
             r.method,
             r.regions_proved,
             r.regions,
@@ -400,6 +400,7 @@ pub fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
             r.proved_by[0],
             r.proved_by[1],
             r.proved_by[2],
+            r.proved_by[3],
             r.bab_regions,
             r.bab.domains,
             r.bab.iterations,

@@ -136,6 +136,7 @@ fn bound_batch(
     opens: &[&[usize]],
     opts: &VerifyOptions,
     rec: Record,
+    deadline: Option<Instant>,
 ) -> (
     Vec<Vec<usize>>,
     crate::bounds::crown::Pass,
@@ -157,7 +158,11 @@ fn bound_batch(
             .filter(|&r| open[owner[r].0].contains(&owner[r].1))
             .collect();
         let sdoms: Vec<usize> = sel.iter().map(|&r| doms[r]).collect();
-        let opt = alpha::optimize(c, g.output, &sdoms, |r, a| fill(sel[r], a), &opts.alpha);
+        let acfg = alpha::AlphaConfig {
+            deadline,
+            ..opts.alpha
+        };
+        let opt = alpha::optimize(c, g.output, &sdoms, |r, a| fill(sel[r], a), &acfg);
         for (i, &r) in sel.iter().enumerate() {
             pass.lower[r] = pass.lower[r].max(opt[i]);
         }
@@ -183,9 +188,10 @@ pub fn run(
     }
 }
 
-fn crown_cfg(opts: &VerifyOptions) -> CrownConfig {
+fn crown_cfg(opts: &VerifyOptions, deadline: Option<Instant>) -> CrownConfig {
     CrownConfig {
         mode: opts.fp_mode,
+        deadline,
         ..CrownConfig::default()
     }
 }
@@ -284,11 +290,7 @@ fn input_split(
                 }
             }
         }
-        let k = std::env::var("FC_LOOKAHEAD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cfg.lookahead)
-            .clamp(1, ni.max(1));
+        let k = cfg.lookahead.clamp(1, ni.max(1));
         let take = (cfg.batch / (2 * k)).max(1).min(stack.len());
         let batch: Vec<BoxDomain> = stack.split_off(stack.len() - take);
         // Children of every candidate dimension: (parent, dim, box).
@@ -325,24 +327,6 @@ fn input_split(
         }
         if kids.is_empty() {
             // Nothing can be split at f64 resolution.
-            if std::env::var("FC_DEBUG").is_ok() {
-                for d in &batch {
-                    let xs: Vec<f32> = (0..ni)
-                        .map(|i| to_f32_inside(0.5 * d.lo[i] + 0.5 * d.hi[i], d.lo[i], d.hi[i]))
-                        .collect();
-                    let y = crate::eval::forward::<f32>(&net.exec, &xs, 1).unwrap_or_default();
-                    let y64 = crate::eval::forward::<f64>(
-                        &net.exec,
-                        &xs.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-                        1,
-                    )
-                    .unwrap_or_default();
-                    eprintln!(
-                        "stuck lo {:?} hi {:?} margin {} y32 {:?} y64 {:?}",
-                        d.lo, d.hi, d.margin, y, y64
-                    );
-                }
-            }
             return (BabOutcome::Unknown, stats);
         }
         stats.domains += kids.len();
@@ -350,7 +334,7 @@ fn input_split(
             kids.iter().flat_map(|q| q.2.lo.iter().copied()).collect(),
             kids.iter().flat_map(|q| q.2.hi.iter().copied()).collect(),
         );
-        let c = Crown::new(g, input, kids.len(), crown_cfg(opts));
+        let c = Crown::new(g, input, kids.len(), crown_cfg(opts, deadline));
         let opens: Vec<&[usize]> = kids.iter().map(|q| &q.2.open[..]).collect();
         let (doms, owner) = rows_for(region, &opens);
         let fill = |r: usize, a: &mut [f64]| {
@@ -370,13 +354,18 @@ fn input_split(
             },
         );
         let marg = margins(region, kids.len(), &owner, &pass.lower);
-        // Per parent, the candidate whose worse child is best.
+        // Per parent, the candidate that proves the most children, then whose children are
+        // together closest to a proof.
         let mut chosen: Vec<Option<(usize, f64)>> = vec![None; batch.len()];
+        let value = |m1: f64, m2: f64| {
+            let proved = (m1 > 0.0) as u8 as f64 + (m2 > 0.0) as u8 as f64;
+            proved * 1e12 + m1.min(0.0).max(-1e11) + m2.min(0.0).max(-1e11)
+        };
         for q in (0..kids.len()).step_by(2) {
             let (b, i) = (kids[q].0, kids[q].1);
-            let worst = marg[q].min(marg[q + 1]);
-            if chosen[b].is_none_or(|(_, w)| worst > w) {
-                chosen[b] = Some((i, worst));
+            let v = value(marg[q], marg[q + 1]);
+            if chosen[b].is_none_or(|(_, w)| v > w) {
+                chosen[b] = Some((i, v));
             }
         }
         let keep: Vec<usize> = (0..kids.len())
@@ -395,9 +384,9 @@ fn input_split(
                     .flat_map(|&q| kids[q].2.hi.iter().copied())
                     .collect(),
             );
-            let sub = Crown::new(g, sub_in, keep.len(), crown_cfg(opts));
+            let sub = Crown::new(g, sub_in, keep.len(), crown_cfg(opts, deadline));
             let so: Vec<&[usize]> = open_now.iter().map(|o| &o[..]).collect();
-            open_now = bound_batch(&sub, region, &so, opts, Record::default()).0;
+            open_now = bound_batch(&sub, region, &so, opts, Record::default(), deadline).0;
         }
         // Candidates (centres and CROWN minimisers) and smear of the kept children.
         let ax = pass.at_input.as_deref().unwrap_or(&[]);
@@ -494,6 +483,14 @@ fn relu_split(
         .map(|(i, n)| (i, n.inputs[0]))
         .collect();
     let root_seeds: Arc<Vec<Option<Intervals>>> = Arc::new(vec![None; g.values.len()]);
+    // Work per domain grows with the squared layer width; keep a batch near a fixed budget so
+    // time limits are checked often.
+    let width = relu_inputs
+        .iter()
+        .map(|&(_, v)| g.values[v].numel())
+        .max()
+        .unwrap_or(1);
+    let relu_batch = (cfg.batch * 64 * 64 / (width * width).max(1)).clamp(1, cfg.batch);
     let mut stack = vec![ReluDomain {
         splits: Vec::new(),
         open,
@@ -523,7 +520,7 @@ fn relu_split(
                 }
             }
         }
-        let take = cfg.batch.min(stack.len());
+        let take = relu_batch.min(stack.len());
         let batch: Vec<ReluDomain> = stack.split_off(stack.len() - take);
         stats.domains += batch.len();
         let nb = batch.len();
@@ -562,7 +559,7 @@ fn relu_split(
             splits,
             skip_before,
         };
-        let c = Crown::build(g, input, nb, crown_cfg(opts), Some(&seeds));
+        let c = Crown::build(g, input, nb, crown_cfg(opts, deadline), Some(&seeds));
         let opens: Vec<&[usize]> = batch.iter().map(|d| &d.open[..]).collect();
         let (mut open, pass, owner) = bound_batch(
             &c,
@@ -573,6 +570,7 @@ fn relu_split(
                 acts: true,
                 input: true,
             },
+            deadline,
         );
         for (b, o) in open.iter_mut().enumerate() {
             if c.infeasible(b) {

@@ -79,6 +79,9 @@ pub struct VerifyOptions {
     pub attack: Option<attack::AttackConfig>,
     /// Branch-and-bound settings; `None` stops after incomplete methods.
     pub bab: Option<bab::BabConfig>,
+    /// LP stage (layer-wise LP tightening, then LP on the open constraints) for networks
+    /// within these limits; `None` skips it.
+    pub lp: Option<crate::lp::LpLimits>,
 }
 
 impl Default for VerifyOptions {
@@ -90,6 +93,20 @@ impl Default for VerifyOptions {
             alpha: alpha::AlphaConfig::default(),
             attack: Some(attack::AttackConfig::default()),
             bab: Some(bab::BabConfig::default()),
+            lp: Some(crate::lp::LpLimits::default()),
+        }
+    }
+}
+
+impl VerifyOptions {
+    /// Bounds only, up to `method`: no attack, no LP stage, no branch and bound.
+    pub fn incomplete(method: Method) -> Self {
+        VerifyOptions {
+            method,
+            attack: None,
+            bab: None,
+            lp: None,
+            ..VerifyOptions::default()
         }
     }
 }
@@ -104,8 +121,8 @@ pub struct VerifyReport {
     pub regions_proved: usize,
     pub disjuncts: usize,
     pub disjuncts_proved: usize,
-    /// Disjuncts refuted by each method, in order IBP, CROWN, alpha-CROWN.
-    pub proved_by: [usize; 3],
+    /// Disjuncts refuted by each method, in order IBP, CROWN, alpha-CROWN, LP.
+    pub proved_by: [usize; 4],
     /// Regions settled by branch and bound, and its counters.
     pub bab_regions: usize,
     pub bab: bab::BabStats,
@@ -145,7 +162,7 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
         regions_proved: 0,
         disjuncts: spec.disjunct_count(),
         disjuncts_proved: 0,
-        proved_by: [0; 3],
+        proved_by: [0; 4],
         bab_regions: 0,
         bab: bab::BabStats::default(),
         elapsed: Duration::ZERO,
@@ -192,6 +209,37 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
             }
         }
     }
+    if let (Some(limits), Method::AlphaCrown) = (&opts.lp, opts.method) {
+        open_all = open_all
+            .into_iter()
+            .filter_map(|(ri, ks)| {
+                // The LP stage gets at most a third of the time left.
+                let lp_deadline = deadline.map(|d| {
+                    let now = Instant::now();
+                    now + d.saturating_duration_since(now) / 3
+                });
+                let left = lp_stage(
+                    net,
+                    &spec.regions[ri],
+                    &ks,
+                    opts,
+                    limits,
+                    lp_deadline,
+                    &mut report,
+                );
+                if left.is_empty() {
+                    report.regions_proved += 1;
+                    None
+                } else {
+                    Some((ri, left))
+                }
+            })
+            .collect();
+        if open_all.is_empty() {
+            report.method = "lp";
+            return finish(report, Verdict::Verified);
+        }
+    }
     let Some(bcfg) = &opts.bab else {
         let v = if timed_out() {
             Verdict::Timeout
@@ -221,6 +269,60 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     }
     report.method = "bab";
     finish(report, undecided.unwrap_or(Verdict::Verified))
+}
+
+/// LP stage on one region: layer-wise LP tightening of the undecided neurons, then LP on the
+/// constraints of the open disjuncts. Returns the disjuncts still open (all of them when the
+/// network is too large for the limits or the solver fails).
+fn lp_stage(
+    net: &Network,
+    region: &Region,
+    open: &[usize],
+    opts: &VerifyOptions,
+    limits: &crate::lp::LpLimits,
+    deadline: Option<Instant>,
+    report: &mut VerifyReport,
+) -> Vec<usize> {
+    let g = &net.analysis;
+    let cfg = crown::CrownConfig {
+        mode: opts.fp_mode,
+        deadline,
+        ..Default::default()
+    };
+    let input = Intervals::new(region.lower.clone(), region.upper.clone());
+    let run = || -> Result<Vec<usize>, crate::lp::LpError> {
+        let c = crate::lp::tighten_layers(g, input, cfg, limits)?;
+        let enc = crate::lp::Encoding::new(&c, 0, limits.max_nnz)?;
+        let owner: Vec<(usize, usize)> = open
+            .iter()
+            .flat_map(|&k| (0..region.disjuncts[k].len()).map(move |ci| (k, ci)))
+            .collect();
+        let objs: Vec<Vec<(usize, f64)>> = owner
+            .iter()
+            .map(|&(k, ci)| region.disjuncts[k][ci].coeffs.clone())
+            .collect();
+        let res = enc.lower_bounds(g.output, &objs, deadline)?;
+        let mut refuted_k: Vec<usize> = Vec::new();
+        for (t, &(k, ci)) in owner.iter().enumerate() {
+            if refuted(&region.disjuncts[k][ci], res[t].safe) && !refuted_k.contains(&k) {
+                refuted_k.push(k);
+            }
+        }
+        Ok(open
+            .iter()
+            .copied()
+            .filter(|k| !refuted_k.contains(k))
+            .collect())
+    };
+    match run() {
+        Ok(left) => {
+            let n = open.len() - left.len();
+            report.proved_by[3] += n;
+            report.disjuncts_proved += n;
+            left
+        }
+        Err(_) => open.to_vec(),
+    }
 }
 
 /// Run IBP, CROWN and alpha-CROWN on a batch of regions; returns the disjuncts left open.

@@ -1,0 +1,582 @@
+//! Linear programming relaxation of a network (HiGHS), with a *safe* dual bound.
+//!
+//! [`Encoding::new`] turns a graph and its intermediate bounds (one domain of a
+//! [`crate::bounds::crown::Crown`]) into an LP: one column per element of every value with its
+//! bounds, rows for every operator (layers as two-sided rows that include the rounding error
+//! allowance, the triangle relaxation for undecided ReLUs, the relaxation lines of other
+//! activations, McCormick planes for products).
+//!
+//! The solver's floating-point optimum is not a proof. [`Encoding::safe_lower`] turns *any*
+//! row multipliers `y` (HiGHS's duals, which are nearly optimal) into a rigorous lower bound
+//! (Neumaier & Shcherbina 2004): for feasible `z`, `c z = (c - A^T y) z + y (A z)`, where
+//! `y (A z) >= sum_i y_i * (row_lo_i if y_i > 0 else row_hi_i)` and `(c - A^T y) z` is
+//! bounded below over the column box with interval arithmetic; every product and sum is
+//! widened by its f64 error term and the result rounded down. A wrong sign or an inaccurate
+//! dual only loosens the bound.
+
+use crate::bounds::crown::Crown;
+use crate::domain::gamma;
+use crate::eval::kernels;
+use crate::ir::{BinaryKind, Op, ValueId};
+use crate::transformers::backward::PoolRelax;
+use highs::{HighsModelStatus, RowProblem, Sense};
+use thiserror::Error;
+
+/// Errors of the LP layer.
+#[derive(Debug, Error)]
+pub enum LpError {
+    #[error("the LP would have {0} nonzeros, more than the limit {1}")]
+    TooLarge(usize, usize),
+    #[error("operator {0} has no LP encoding")]
+    Unsupported(&'static str),
+    #[error("the LP solver stopped with status {0}")]
+    Solver(String),
+}
+
+/// A sparse row `lo <= sum coef * col <= hi`.
+#[derive(Clone, Debug)]
+struct Row {
+    terms: Vec<(usize, f64)>,
+    lo: f64,
+    hi: f64,
+}
+
+/// The LP relaxation of one domain.
+pub struct Encoding {
+    col_lo: Vec<f64>,
+    col_hi: Vec<f64>,
+    rows: Vec<Row>,
+    /// First column of each value (`None` when not encoded).
+    first: Vec<Option<usize>>,
+    output: ValueId,
+    nnz: usize,
+}
+
+/// Result of bounding one objective.
+#[derive(Clone, Copy, Debug)]
+pub struct LpBound {
+    /// The rigorous lower bound.
+    pub safe: f64,
+    /// The solver's reported optimum (not a proof; for diagnostics).
+    pub reported: f64,
+}
+
+impl Encoding {
+    /// Encode `crown.g` on domain `d`, refusing LPs with more than `max_nnz` nonzeros.
+    pub fn new(crown: &Crown, d: usize, max_nnz: usize) -> Result<Self, LpError> {
+        let g = crown.g;
+        let mut e = Encoding {
+            col_lo: Vec::new(),
+            col_hi: Vec::new(),
+            rows: Vec::new(),
+            first: vec![None; g.values.len()],
+            output: g.output,
+            nnz: 0,
+        };
+        let bound = |v: ValueId| -> (Vec<f64>, Vec<f64>) {
+            let n = g.values[v].numel();
+            match crown.bounds[v].as_ref() {
+                Some(b) => (
+                    b.lo[d * n..(d + 1) * n].to_vec(),
+                    b.hi[d * n..(d + 1) * n].to_vec(),
+                ),
+                None => (vec![f64::NEG_INFINITY; n], vec![f64::INFINITY; n]),
+            }
+        };
+        let err = |v: ValueId, j: usize| -> f64 {
+            let n = g.values[v].numel();
+            crown.errs[v].as_ref().map_or(0.0, |e| e[d * n + j])
+        };
+        let (lo, hi) = bound(g.input);
+        e.first[g.input] = Some(e.add_cols(&lo, &hi));
+        for node in &g.nodes {
+            let out = node.output;
+            let n = g.values[out].numel();
+            if matches!(node.op, Op::Reshape) {
+                e.first[out] = e.first[node.inputs[0]];
+                continue;
+            }
+            let (lo, hi) = bound(out);
+            let y0 = e.add_cols(&lo, &hi);
+            e.first[out] = Some(y0);
+            let x0 = node.inputs.first().and_then(|&i| e.first[i]);
+            match &node.op {
+                Op::Const(_) => {}
+                Op::Linear(l) => {
+                    let x0 = x0.unwrap_or(0);
+                    for o in 0..l.outer {
+                        for p in 0..l.p {
+                            for i in 0..l.inner {
+                                let j = (o * l.p + p) * l.inner + i;
+                                let mut terms = vec![(y0 + j, 1.0)];
+                                for k in 0..l.k {
+                                    let w = l.weight.f64[p * l.k + k];
+                                    if w != 0.0 {
+                                        terms.push((x0 + (o * l.k + k) * l.inner + i, -w));
+                                    }
+                                }
+                                let b = l.bias.as_ref().map_or(0.0, |b| b.f64[p]);
+                                let ej = err(out, j);
+                                e.add_row(terms, b - ej, b + ej, max_nnz)?;
+                            }
+                        }
+                    }
+                }
+                Op::Conv(c) => {
+                    let x0 = x0.unwrap_or(0);
+                    let wn = &c.win;
+                    let (cg, mg) = (wn.c / c.group, c.m / c.group);
+                    let ohw = wn.oh * wn.ow;
+                    // Explicit taps: for each output, its window's in-bounds inputs.
+                    for img in 0..wn.n {
+                        for m in 0..c.m {
+                            let grp = m / mg;
+                            for oy in 0..wn.oh {
+                                for ox in 0..wn.ow {
+                                    let j = (img * c.m + m) * ohw + oy * wn.ow + ox;
+                                    let mut terms = vec![(y0 + j, 1.0)];
+                                    for ci in 0..cg {
+                                        let ch = grp * cg + ci;
+                                        for a in 0..wn.kh {
+                                            let iy =
+                                                (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
+                                            if iy < 0 || iy >= wn.h as isize {
+                                                continue;
+                                            }
+                                            for b in 0..wn.kw {
+                                                let ix = (ox * wn.sw + b * wn.dw) as isize
+                                                    - wn.pw as isize;
+                                                if ix < 0 || ix >= wn.w as isize {
+                                                    continue;
+                                                }
+                                                let w = c.weight.f64
+                                                    [((m * cg + ci) * wn.kh + a) * wn.kw + b];
+                                                if w != 0.0 {
+                                                    let xi = ((img * wn.c + ch) * wn.h
+                                                        + iy as usize)
+                                                        * wn.w
+                                                        + ix as usize;
+                                                    terms.push((x0 + xi, -w));
+                                                }
+                                            }
+                                        }
+                                    }
+                                    let bb = c.bias.as_ref().map_or(0.0, |b| b.f64[m]);
+                                    let ej = err(out, j);
+                                    e.add_row(terms, bb - ej, bb + ej, max_nnz)?;
+                                }
+                            }
+                        }
+                    }
+                }
+                Op::Affine(a) => {
+                    let x0 = x0.unwrap_or(0);
+                    for j in 0..n {
+                        let (s, t) = (a.scale.f64[j], a.shift.f64[j]);
+                        let ej = err(out, j);
+                        e.add_row(vec![(y0 + j, 1.0), (x0 + j, -s)], t - ej, t + ej, max_nnz)?;
+                    }
+                }
+                Op::Select(s) => {
+                    let sizes: Vec<usize> =
+                        node.inputs.iter().map(|&v| g.values[v].numel()).collect();
+                    let src = kernels::select_sources(&s.map, &sizes);
+                    for (j, sj) in src.iter().enumerate() {
+                        match *sj {
+                            Some((inp, k)) => {
+                                let xc = e.first[node.inputs[inp]].unwrap_or(0) + k;
+                                e.add_row(vec![(y0 + j, 1.0), (xc, -1.0)], 0.0, 0.0, max_nnz)?;
+                            }
+                            None => e.add_row(vec![(y0 + j, 1.0)], s.fill, s.fill, max_nnz)?,
+                        }
+                    }
+                }
+                Op::Binary(b) => {
+                    let (a0, b0) = (
+                        e.first[node.inputs[0]].unwrap_or(0),
+                        e.first[node.inputs[1]].unwrap_or(0),
+                    );
+                    let idx = |m: Option<&[usize]>, i: usize| m.map_or(i, |m| m[i]);
+                    let (la, ha) = bound(node.inputs[0]);
+                    let (lb, hb) = bound(node.inputs[1]);
+                    for j in 0..n {
+                        let (ia, ib) = (idx(b.a_map.as_deref(), j), idx(b.b_map.as_deref(), j));
+                        let ej = err(out, j);
+                        match b.kind {
+                            BinaryKind::Add | BinaryKind::Sub => {
+                                let sgn = if b.kind == BinaryKind::Sub { 1.0 } else { -1.0 };
+                                e.add_row(
+                                    vec![(y0 + j, 1.0), (a0 + ia, -1.0), (b0 + ib, sgn)],
+                                    -ej,
+                                    ej,
+                                    max_nnz,
+                                )?;
+                            }
+                            BinaryKind::Mul => {
+                                let (lx, ux, ly, uy) = (la[ia], ha[ia], lb[ib], hb[ib]);
+                                if [lx, ux, ly, uy].iter().all(|v| v.is_finite()) {
+                                    // z >= ly x + lx y - lx ly ; z >= uy x + ux y - ux uy
+                                    // z <= uy x + lx y - lx uy ; z <= ly x + ux y - ux ly
+                                    let (xa, yb, z) = (a0 + ia, b0 + ib, y0 + j);
+                                    for (kx, ky, c, lower) in [
+                                        (ly, lx, -lx * ly, true),
+                                        (uy, ux, -ux * uy, true),
+                                        (uy, lx, -lx * uy, false),
+                                        (ly, ux, -ux * ly, false),
+                                    ] {
+                                        let slack = 8.0
+                                            * f64::EPSILON
+                                            * (c.abs()
+                                                + (kx * lx).abs().max((kx * ux).abs())
+                                                + (ky * ly).abs().max((ky * uy).abs()))
+                                            + ej;
+                                        let terms = vec![(z, 1.0), (xa, -kx), (yb, -ky)];
+                                        if lower {
+                                            e.add_row(terms, c - slack, f64::INFINITY, max_nnz)?;
+                                        } else {
+                                            e.add_row(
+                                                terms,
+                                                f64::NEG_INFINITY,
+                                                c + slack,
+                                                max_nnz,
+                                            )?;
+                                        }
+                                    }
+                                }
+                            }
+                            BinaryKind::Div => {}
+                        }
+                    }
+                }
+                Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => {
+                    let x0 = x0.unwrap_or(0);
+                    let lines = crown.lines[out]
+                        .as_deref()
+                        .ok_or(LpError::Unsupported("activation without relaxation"))?;
+                    for j in 0..n {
+                        let ln = lines[d * n + j];
+                        let ej = err(out, j);
+                        // y >= kl x + bl and y <= ku x + bu (exact lines collapse to one row).
+                        if ln.kl == ln.ku && ln.bl == ln.bu {
+                            e.add_row(
+                                vec![(y0 + j, 1.0), (x0 + j, -ln.kl)],
+                                ln.bl - ej,
+                                ln.bl + ej,
+                                max_nnz,
+                            )?;
+                        } else {
+                            // ReLU-like (convex): both lines through the origin, slopes leak
+                            // and 1, bound it from below (the triangle relaxation).
+                            let leak = match node.op {
+                                Op::Relu => Some(0.0),
+                                Op::LeakyRelu { alpha } if alpha <= 1.0 => Some(alpha),
+                                _ => None,
+                            };
+                            if let Some(a) = leak {
+                                for k in [a, 1.0] {
+                                    e.add_row(
+                                        vec![(y0 + j, 1.0), (x0 + j, -k)],
+                                        -ej,
+                                        f64::INFINITY,
+                                        max_nnz,
+                                    )?;
+                                }
+                            } else if ln.bl.is_finite() {
+                                e.add_row(
+                                    vec![(y0 + j, 1.0), (x0 + j, -ln.kl)],
+                                    ln.bl - ej,
+                                    f64::INFINITY,
+                                    max_nnz,
+                                )?;
+                            }
+                            if ln.bu.is_finite() {
+                                e.add_row(
+                                    vec![(y0 + j, 1.0), (x0 + j, -ln.ku)],
+                                    f64::NEG_INFINITY,
+                                    ln.bu + ej,
+                                    max_nnz,
+                                )?;
+                            }
+                        }
+                    }
+                }
+                Op::MaxPool(_) => {
+                    let x0 = x0.unwrap_or(0);
+                    let pools = crown.pools[out]
+                        .as_ref()
+                        .ok_or(LpError::Unsupported("max pool without relaxation"))?;
+                    for (j, pr) in pools[d].iter().enumerate() {
+                        match *pr {
+                            PoolRelax::Exact(t) => {
+                                e.add_row(vec![(y0 + j, 1.0), (x0 + t, -1.0)], 0.0, 0.0, max_nnz)?
+                            }
+                            PoolRelax::Loose { best, .. } => e.add_row(
+                                vec![(y0 + j, 1.0), (x0 + best, -1.0)],
+                                0.0,
+                                f64::INFINITY,
+                                max_nnz,
+                            )?,
+                        }
+                    }
+                }
+                Op::AveragePool(p) => {
+                    let x0 = x0.unwrap_or(0);
+                    let mut rows: Vec<Vec<(usize, f64)>> = Vec::with_capacity(n);
+                    kernels::for_each_window(&p.win, p.win.n, |o, taps, full| {
+                        let cnt = if p.count_include_pad {
+                            full
+                        } else {
+                            taps.len().max(1)
+                        } as f64;
+                        let mut t = vec![(y0 + o, 1.0)];
+                        t.extend(taps.iter().map(|&k| (x0 + k, -1.0 / cnt)));
+                        rows.push(t);
+                    });
+                    for (j, t) in rows.into_iter().enumerate() {
+                        let ej = err(out, j) + 4.0 * f64::EPSILON * t.len() as f64;
+                        e.add_row(t, -ej, ej, max_nnz)?;
+                    }
+                }
+                Op::Reshape => {}
+            }
+        }
+        Ok(e)
+    }
+
+    fn add_cols(&mut self, lo: &[f64], hi: &[f64]) -> usize {
+        let first = self.col_lo.len();
+        self.col_lo.extend_from_slice(lo);
+        self.col_hi.extend_from_slice(hi);
+        first
+    }
+
+    fn add_row(
+        &mut self,
+        terms: Vec<(usize, f64)>,
+        lo: f64,
+        hi: f64,
+        max_nnz: usize,
+    ) -> Result<(), LpError> {
+        self.nnz += terms.len();
+        if self.nnz > max_nnz {
+            return Err(LpError::TooLarge(self.nnz, max_nnz));
+        }
+        self.rows.push(Row { terms, lo, hi });
+        Ok(())
+    }
+
+    /// Number of columns and nonzeros.
+    pub fn size(&self) -> (usize, usize) {
+        (self.col_lo.len(), self.nnz)
+    }
+
+    /// Lower bounds of `c . v` (coefficients over the elements of value `v`) for each objective,
+    /// solved in one HiGHS model whose costs change between solves (warm-started basis).
+    pub fn lower_bounds(
+        &self,
+        v: ValueId,
+        objectives: &[Vec<(usize, f64)>],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<LpBound>, LpError> {
+        let base = self.first[v].ok_or(LpError::Unsupported("objective on an unencoded value"))?;
+        let ncols = self.col_lo.len();
+        let mut pb = RowProblem::default();
+        let cols: Vec<highs::Col> = (0..ncols)
+            .map(|j| pb.add_column(0.0, self.col_lo[j]..=self.col_hi[j]))
+            .collect();
+        for r in &self.rows {
+            let t: Vec<(highs::Col, f64)> = r.terms.iter().map(|&(j, c)| (cols[j], c)).collect();
+            pb.add_row(r.lo..=r.hi, &t);
+        }
+        let mut model = pb.optimise(Sense::Minimise);
+        model.make_quiet();
+        model.set_option("threads", 1);
+        let mut out = Vec::with_capacity(objectives.len());
+        let mut previous: Vec<usize> = Vec::new();
+        for obj in objectives {
+            if let Some(d) = deadline {
+                let left = d
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_secs_f64();
+                if left <= 0.0 {
+                    return Err(LpError::Solver("time limit".into()));
+                }
+                model.set_option("time_limit", left);
+            }
+            for &j in &previous {
+                model.change_column_cost(cols[j], 0.0);
+            }
+            let mut cost = vec![0.0; ncols];
+            previous.clear();
+            for &(j, c) in obj {
+                cost[base + j] += c;
+                previous.push(base + j);
+            }
+            for &j in &previous {
+                model.change_column_cost(cols[j], cost[j]);
+            }
+            let solved = model.solve();
+            let status = solved.status();
+            let bound = match status {
+                HighsModelStatus::Optimal => {
+                    let sol = solved.get_solution();
+                    let reported = cost.iter().zip(sol.columns()).map(|(c, x)| c * x).sum();
+                    LpBound {
+                        safe: self.safe_lower(&cost, sol.dual_rows()),
+                        reported,
+                    }
+                }
+                // An empty relaxation holds no input; the claim is still checked safely by
+                // callers through the other bounds, so report nothing stronger than -inf.
+                other => return Err(LpError::Solver(format!("{other:?}"))),
+            };
+            out.push(bound);
+            model = solved.into();
+        }
+        Ok(out)
+    }
+
+    /// Rigorous lower bound of `min cost . z` over the relaxation from multipliers `y`.
+    pub fn safe_lower(&self, cost: &[f64], y: &[f64]) -> f64 {
+        let ncols = cost.len();
+        let g64 = |n: usize| gamma(n + 2, 1.1102230246251565e-16);
+        // Keep only multipliers whose row side is finite.
+        let y: Vec<f64> = self
+            .rows
+            .iter()
+            .zip(y)
+            .map(|(r, &yi)| {
+                if (yi > 0.0 && r.lo.is_finite()) || (yi < 0.0 && r.hi.is_finite()) {
+                    yi
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        // Residual costs r = c - A^T y with a per-column error bound.
+        let mut res = cost.to_vec();
+        let mut mag: Vec<f64> = cost.iter().map(|c| c.abs()).collect();
+        let mut cnt = vec![1usize; ncols];
+        for (row, &yi) in self.rows.iter().zip(&y) {
+            if yi == 0.0 {
+                continue;
+            }
+            for &(j, a) in &row.terms {
+                res[j] -= yi * a;
+                mag[j] += (yi * a).abs();
+                cnt[j] += 1;
+            }
+        }
+        let mut total = 0.0;
+        let mut total_mag = 0.0;
+        let mut terms = 0usize;
+        for (row, &yi) in self.rows.iter().zip(&y) {
+            if yi != 0.0 {
+                let t = if yi > 0.0 { yi * row.lo } else { yi * row.hi };
+                total += t;
+                total_mag += t.abs();
+                terms += 1;
+            }
+        }
+        for j in 0..ncols {
+            let e = (g64(cnt[j]) * mag[j]).next_up();
+            let (rl, rh) = (res[j] - e, res[j] + e);
+            if rl == 0.0 && rh == 0.0 {
+                continue;
+            }
+            let (l, u) = (self.col_lo[j], self.col_hi[j]);
+            // Interval product with 0 * inf = 0 (a zero residual side ignores that bound).
+            let mul = |a: f64, b: f64| if a == 0.0 || b == 0.0 { 0.0 } else { a * b };
+            let m = [mul(rl, l), mul(rl, u), mul(rh, l), mul(rh, u)]
+                .into_iter()
+                .fold(f64::INFINITY, f64::min);
+            if !m.is_finite() {
+                return f64::NEG_INFINITY;
+            }
+            total += m;
+            total_mag += m.abs();
+            terms += 1;
+        }
+        (total - g64(terms) * total_mag).next_down()
+    }
+
+    /// The output value's first column (for objectives on the network output).
+    pub fn output(&self) -> ValueId {
+        self.output
+    }
+}
+
+/// Size limits of the LP stage.
+#[derive(Clone, Copy, Debug)]
+pub struct LpLimits {
+    /// Largest LP (nonzeros) built.
+    pub max_nnz: usize,
+    /// Largest number of undecided neurons whose bounds are tightened by LP (two solves each).
+    pub max_tighten: usize,
+}
+
+impl Default for LpLimits {
+    fn default() -> Self {
+        LpLimits {
+            max_nnz: 2_000_000,
+            max_tighten: 400,
+        }
+    }
+}
+
+/// Tighten the bounds of undecided ReLU inputs layer by layer with LP (minimise and maximise
+/// each one over the relaxation built from the bounds so far), recomputing the later layers'
+/// CROWN bounds after each layer. Returns the CROWN engine with the tightened bounds for the
+/// single domain `input`.
+pub fn tighten_layers<'g>(
+    g: &'g crate::ir::Graph,
+    input: crate::domain::Intervals,
+    cfg: crate::bounds::crown::CrownConfig,
+    limits: &LpLimits,
+) -> Result<Crown<'g>, LpError> {
+    use crate::bounds::crown::Seeds;
+    use crate::transformers::relax;
+    let mut c = Crown::new(g, input.clone(), 1, cfg);
+    let mut budget = limits.max_tighten;
+    for (idx, node) in g.nodes.iter().enumerate() {
+        if !matches!(node.op, Op::Relu | Op::LeakyRelu { .. }) || budget == 0 {
+            continue;
+        }
+        if cfg.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            break;
+        }
+        let v = node.inputs[0];
+        let Some(b) = c.bounds[v].as_ref() else {
+            continue;
+        };
+        let unstable: Vec<usize> = (0..b.lo.len())
+            .filter(|&j| relax::unstable(b.lo[j], b.hi[j]))
+            .take(budget)
+            .collect();
+        if unstable.is_empty() {
+            continue;
+        }
+        budget -= unstable.len();
+        let enc = Encoding::new(&c, 0, limits.max_nnz)?;
+        let objs: Vec<Vec<(usize, f64)>> = unstable
+            .iter()
+            .flat_map(|&j| [vec![(j, 1.0)], vec![(j, -1.0)]])
+            .collect();
+        let res = enc.lower_bounds(v, &objs, cfg.deadline)?;
+        let mut bounds = c.bounds.clone();
+        if let Some(bv) = bounds[v].as_mut() {
+            for (t, &j) in unstable.iter().enumerate() {
+                bv.lo[j] = bv.lo[j].max(res[2 * t].safe);
+                bv.hi[j] = bv.hi[j].min(-res[2 * t + 1].safe);
+            }
+        }
+        let producer = g.nodes.iter().position(|n| n.output == v).unwrap_or(idx);
+        let seeds = Seeds {
+            bounds,
+            splits: Vec::new(),
+            skip_before: producer + 1,
+        };
+        c = Crown::build(g, input.clone(), 1, cfg, Some(&seeds));
+    }
+    Ok(c)
+}
