@@ -6,6 +6,7 @@
 
 pub mod bounds;
 pub mod commands;
+pub mod data;
 pub mod domain;
 pub mod eval;
 pub mod ir;
@@ -13,6 +14,7 @@ pub mod lp;
 pub mod network;
 pub mod onnx;
 pub mod report;
+pub mod smoothing;
 pub mod spec;
 pub mod tensor;
 pub mod transformers;

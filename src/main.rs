@@ -2,7 +2,7 @@
 //! (0 verified/success, 1 falsified or findings, 2 error, 3 unknown or timeout).
 
 use clap::{Parser, Subcommand};
-use ferrocert::commands::{self, BoundsArgs, InspectArgs, RunArgs, VerifyArgs};
+use ferrocert::commands::{self, BoundsArgs, InspectArgs, RunArgs, SmoothArgs, VerifyArgs};
 
 /// Sound verification and certification of neural networks (ONNX + VNN-LIB).
 #[derive(Parser)]
@@ -22,6 +22,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Run every instance of a VNN-COMP instances.csv and summarise against expected.csv.
     Run(RunArgs),
+    /// Certify L2 robustness radii of a classifier by randomized smoothing (Cohen et al. 2019).
+    Smooth(SmoothArgs),
 }
 
 fn main() {
@@ -32,6 +34,7 @@ fn main() {
         Command::Bounds(a) => commands::bounds(a, &mut stdout).map_err(Into::into),
         Command::Verify(a) => commands::verify_cmd(a, &mut stdout).map_err(Into::into),
         Command::Run(a) => commands::run(a, &mut stdout).map_err(Into::into),
+        Command::Smooth(a) => commands::smooth(a, &mut stdout).map_err(Into::into),
     };
     let code = match res {
         Ok(c) => c,

@@ -2,8 +2,10 @@
 //! stdout, and returns the process exit code. `src/main.rs` only parses and dispatches.
 
 pub mod batch_cmd;
+pub mod smooth_cmd;
 
 pub use batch_cmd::{RunArgs, run};
+pub use smooth_cmd::{SmoothArgs, smooth};
 
 use crate::bounds::{self, Method};
 use crate::domain::{FpMode, Intervals};

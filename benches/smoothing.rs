@@ -1,0 +1,91 @@
+//! Randomized-smoothing throughput: noisy samples per second (Gaussian generation + batched
+//! forward pass + class counting) on the digits models, the normal generator alone, and the
+//! GEMM rate of the MLP's first layer for reference.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ferrocert::data::npy;
+use ferrocert::network::Network;
+use ferrocert::smoothing::rng::{WyRand, Ziggurat};
+use ferrocert::smoothing::{self, Dataset, Mode, SmoothConfig};
+use std::hint::black_box;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bench_samples(c: &mut Criterion) {
+    let x = npy::read(&root().join("tests/data/digits/test_images.npy")).expect("images");
+    let mut g = c.benchmark_group("smoothing");
+    g.sample_size(10);
+    let images = 10;
+    let cfg = SmoothConfig {
+        sigma: 0.25,
+        n0: 100,
+        n: 10_000,
+        alpha: 0.001,
+        batch: 2048,
+        seed: 0,
+        mode: Mode::Certify,
+    };
+    g.throughput(Throughput::Elements(images as u64 * (cfg.n0 + cfg.n)));
+    for (name, shape) in [
+        ("digits_mlp_noise", vec![1, 64]),
+        ("digits_cnn", vec![1, 1, 8, 8]),
+    ] {
+        let net = Network::load(&root().join(format!("models/{name}.onnx"))).expect("model");
+        let mut ds = Dataset::new(&x, None, 1.0, &shape, 10).expect("data");
+        ds.items = images;
+        ds.x.truncate(images * ds.dim);
+        g.bench_function(format!("certify_samples/{name}"), |b| {
+            b.iter(|| black_box(smoothing::smooth_dataset(&net.exec, &ds, &cfg, &|_| {})))
+        });
+    }
+    g.finish();
+}
+
+fn bench_normals(c: &mut Criterion) {
+    let zig = Ziggurat::new();
+    let mut buf = vec![0f32; 1 << 20];
+    let mut g = c.benchmark_group("normals");
+    g.throughput(Throughput::Elements(buf.len() as u64));
+    g.bench_function("ziggurat_wyrand_1thread", |b| {
+        let mut rng = WyRand::stream(1, 2, 3, 4);
+        b.iter(|| {
+            zig.fill(&mut rng, 0.25, &mut buf);
+            black_box(&buf);
+        })
+    });
+    g.finish();
+}
+
+/// The MLP's first layer at the smoothing batch size: [2048 x 64] x [64 x 32].
+fn bench_layer_gemm(c: &mut Criterion) {
+    let (m, k, n) = (2048usize, 64usize, 32usize);
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 / 11.0).collect();
+    let mut g = c.benchmark_group("matmul_2048x64x32_f32");
+    g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+    g.bench_function("matrixmultiply_1thread", |bch| {
+        let mut out = vec![0f32; m * n];
+        bch.iter(|| {
+            ferrocert::eval::kernels::gemm(
+                m,
+                k,
+                n,
+                &a,
+                (k, 1),
+                &b,
+                (n, 1),
+                &mut out,
+                (n, 1),
+                false,
+            );
+            black_box(&out);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_samples, bench_normals, bench_layer_gemm);
+criterion_main!(benches);

@@ -1,0 +1,3 @@
+//! Input data sets: NumPy `.npy` arrays (images, labels) for smoothing and scanning.
+
+pub mod npy;
