@@ -209,7 +209,13 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
             }
         }
     }
-    if let (Some(limits), Method::AlphaCrown) = (&opts.lp, opts.method) {
+    // Input splitting settles low-dimensional networks (ACAS Xu) faster than LP tightening
+    // would (measured: the LP stage cost ~10 s per ACAS Xu property that input splitting then
+    // proves in under 1 s), so the LP stage serves only networks that branch on ReLUs.
+    let input_split = opts
+        .bab
+        .is_some_and(|b| g.input_numel() <= b.input_split_dims);
+    if let (Some(limits), Method::AlphaCrown, false) = (&opts.lp, opts.method, input_split) {
         open_all = open_all
             .into_iter()
             .filter_map(|(ri, ks)| {
