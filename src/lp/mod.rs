@@ -436,6 +436,57 @@ impl Encoding {
         Ok(out)
     }
 
+    /// Whether the relaxation provably holds no point. HiGHS's infeasibility verdict is not a
+    /// proof; its Farkas ray `y` is checked instead: the safe bound of the zero objective from
+    /// `y` (or `-y`) exceeding 0 contradicts `0 = 0 . z` for any feasible `z`.
+    pub fn provably_empty(&self, deadline: Option<std::time::Instant>) -> bool {
+        let ncols = self.col_lo.len();
+        let mut pb = RowProblem::default();
+        let cols: Vec<highs::Col> = (0..ncols)
+            .map(|j| pb.add_column(0.0, self.col_lo[j]..=self.col_hi[j]))
+            .collect();
+        for r in &self.rows {
+            let t: Vec<(highs::Col, f64)> = r.terms.iter().map(|&(j, c)| (cols[j], c)).collect();
+            pb.add_row(r.lo..=r.hi, &t);
+        }
+        let mut model = pb.optimise(Sense::Minimise);
+        model.make_quiet();
+        model.set_option("threads", 1);
+        // Presolve may detect infeasibility without leaving a ray.
+        model.set_option("presolve", "off");
+        // Primal simplex: measured 95 ms to a ray on a 1034-row mnistfc domain LP, where the
+        // default (dual) strategy without presolve ran past 26 s.
+        model.set_option("simplex_strategy", 4);
+        if let Some(d) = deadline {
+            let left = d
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs_f64();
+            if left <= 0.0 {
+                return false;
+            }
+            model.set_option("time_limit", left);
+        }
+        let mut solved = model.solve();
+        if solved.status() != HighsModelStatus::Infeasible {
+            return false;
+        }
+        let mut ray = vec![0.0f64; self.rows.len()];
+        let mut has: highs_sys::HighsInt = 0;
+        // SAFETY: the model pointer is live for `solved`'s lifetime and `ray` holds one value
+        // per row, as Highs_getDualRay writes.
+        let status =
+            unsafe { highs_sys::Highs_getDualRay(solved.as_mut_ptr(), &mut has, ray.as_mut_ptr()) };
+        if status != 0 || has == 0 {
+            return false;
+        }
+        let zero = vec![0.0; ncols];
+        if self.safe_lower(&zero, &ray) > 0.0 {
+            return true;
+        }
+        ray.iter_mut().for_each(|v| *v = -*v);
+        self.safe_lower(&zero, &ray) > 0.0
+    }
+
     /// Rigorous lower bound of `min cost . z` over the relaxation from multipliers `y`.
     pub fn safe_lower(&self, cost: &[f64], y: &[f64]) -> f64 {
         let ncols = cost.len();

@@ -627,8 +627,13 @@ fn relu_split(
                 }
             }
             let Some((_, v, j)) = best else {
-                // Nothing left to split: the relaxation is exact up to the split constraints
-                // it cannot enforce; give up on this region.
+                // Nothing left to split: CROWN bounds the domain's linear network over the
+                // whole box, ignoring the split constraints. The LP of the domain holds them
+                // as column bounds (the clamped pre-activation intervals), so it may still
+                // refute the open disjuncts; otherwise give up on this region.
+                if lp_refutes_domain(&c, b, region, &open[b], opts, deadline) {
+                    continue;
+                }
                 return (BabOutcome::Unknown, stats);
             };
             let seeds = Arc::new(c.domain_bounds(b));
@@ -644,4 +649,37 @@ fn relu_split(
         }
     }
     (BabOutcome::Verified, stats)
+}
+
+/// Whether the LP relaxation of domain `b` of `c` (triangle relaxation, split constraints as
+/// column bounds) refutes every disjunct in `open`, by safe dual bounds, or is provably empty.
+/// An LP error (size limit, time limit) refutes nothing.
+fn lp_refutes_domain(
+    c: &Crown,
+    b: usize,
+    region: &Region,
+    open: &[usize],
+    opts: &VerifyOptions,
+    deadline: Option<Instant>,
+) -> bool {
+    let Some(limits) = &opts.lp else {
+        return false;
+    };
+    let Ok(enc) = crate::lp::Encoding::new(c, b, limits.max_nnz) else {
+        return false;
+    };
+    // Contradictory splits leave an empty domain, which refutes everything.
+    if enc.provably_empty(deadline) {
+        return true;
+    }
+    open.iter().all(|&k| {
+        let conj = &region.disjuncts[k];
+        let objs: Vec<Vec<(usize, f64)>> = conj.iter().map(|ct| ct.coeffs.clone()).collect();
+        enc.lower_bounds(c.g.output, &objs, deadline)
+            .is_ok_and(|res| {
+                conj.iter()
+                    .zip(&res)
+                    .any(|(ct, r)| super::refuted(ct, r.safe))
+            })
+    })
 }

@@ -136,7 +136,7 @@ pub fn box_refutes(conj: &[Constraint], lo: &[f64], hi: &[f64]) -> bool {
 }
 
 /// Whether a lower bound of `c y` refutes `c y <= rhs` (`<` when strict).
-fn refuted(c: &Constraint, lower: f64) -> bool {
+pub(crate) fn refuted(c: &Constraint, lower: f64) -> bool {
     if c.strict {
         lower >= c.rhs
     } else {
