@@ -108,7 +108,22 @@ pub fn check_candidate(
     ri: usize,
     x: &[f32],
 ) -> Option<Counterexample> {
-    let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let mut x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    // An input interval may hold no float32 value at all (a degenerate bound such as
+    // `X_i = 0.1`): the deployed network can only be fed the nearest float32. There the
+    // witness is the box point itself, accepted when its float64 evaluation and the float32
+    // evaluation of `x` (one rounding away) both violate the property beyond their
+    // disagreement. Coordinates whose interval does hold a float32 must be inside exactly.
+    for (i, v) in x64.iter_mut().enumerate() {
+        let (l, h) = (region.lower[i], region.upper[i]);
+        if *v < l || *v > h {
+            let f = to_f32_inside(l, l, h) as f64;
+            if (l..=h).contains(&f) {
+                return None;
+            }
+            *v = v.clamp(l, h);
+        }
+    }
     if !region.contains(&x64) {
         return None;
     }

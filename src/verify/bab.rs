@@ -668,6 +668,11 @@ fn lp_refutes_domain(
     let Ok(enc) = crate::lp::Encoding::new(c, b, limits.max_nnz) else {
         return false;
     };
+    // At most a quarter of the time left: a large LP must not eat the whole budget.
+    let deadline = deadline.map(|d| {
+        let now = Instant::now();
+        now + d.saturating_duration_since(now) / 4
+    });
     // Contradictory splits leave an empty domain, which refutes everything.
     if enc.provably_empty(deadline) {
         return true;
