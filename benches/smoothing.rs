@@ -35,8 +35,7 @@ fn bench_samples(c: &mut Criterion) {
     ] {
         let net = Network::load(&root().join(format!("models/{name}.onnx"))).expect("model");
         let mut ds = Dataset::new(&x, None, 1.0, &shape, 10).expect("data");
-        ds.items = images;
-        ds.x.truncate(images * ds.dim);
+        ds.truncate(images);
         g.bench_function(format!("certify_samples/{name}"), |b| {
             b.iter(|| black_box(smoothing::smooth_dataset(&net.exec, &ds, &cfg, &|_| {})))
         });

@@ -100,12 +100,7 @@ pub fn smooth(a: &SmoothArgs, out: &mut dyn Write) -> Result<i32, Error> {
     )
     .map_err(|e| Error::Usage(format!("{}: {e}", a.data.display())))?;
     if let Some(c) = a.count {
-        let c = c.min(ds.items);
-        ds.items = c;
-        ds.x.truncate(c * ds.dim);
-        if let Some(l) = &mut ds.labels {
-            l.truncate(c);
-        }
+        ds.truncate(c);
     }
     if data.integer && a.scale == 1.0 {
         eprintln!(

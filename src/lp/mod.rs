@@ -370,6 +370,22 @@ impl Encoding {
         (self.col_lo.len(), self.nnz)
     }
 
+    /// The relaxation as a quiet single-threaded HiGHS model with zero costs, and its columns.
+    fn highs_model(&self) -> (highs::Model, Vec<highs::Col>) {
+        let mut pb = RowProblem::default();
+        let cols: Vec<highs::Col> = (0..self.col_lo.len())
+            .map(|j| pb.add_column(0.0, self.col_lo[j]..=self.col_hi[j]))
+            .collect();
+        for r in &self.rows {
+            let t: Vec<(highs::Col, f64)> = r.terms.iter().map(|&(j, c)| (cols[j], c)).collect();
+            pb.add_row(r.lo..=r.hi, &t);
+        }
+        let mut model = pb.optimise(Sense::Minimise);
+        model.make_quiet();
+        model.set_option("threads", 1);
+        (model, cols)
+    }
+
     /// Lower bounds of `c . v` (coefficients over the elements of value `v`) for each objective,
     /// solved in one HiGHS model whose costs change between solves (warm-started basis).
     pub fn lower_bounds(
@@ -380,28 +396,12 @@ impl Encoding {
     ) -> Result<Vec<LpBound>, LpError> {
         let base = self.first[v].ok_or(LpError::Unsupported("objective on an unencoded value"))?;
         let ncols = self.col_lo.len();
-        let mut pb = RowProblem::default();
-        let cols: Vec<highs::Col> = (0..ncols)
-            .map(|j| pb.add_column(0.0, self.col_lo[j]..=self.col_hi[j]))
-            .collect();
-        for r in &self.rows {
-            let t: Vec<(highs::Col, f64)> = r.terms.iter().map(|&(j, c)| (cols[j], c)).collect();
-            pb.add_row(r.lo..=r.hi, &t);
-        }
-        let mut model = pb.optimise(Sense::Minimise);
-        model.make_quiet();
-        model.set_option("threads", 1);
+        let (mut model, cols) = self.highs_model();
         let mut out = Vec::with_capacity(objectives.len());
         let mut previous: Vec<usize> = Vec::new();
         for obj in objectives {
-            if let Some(d) = deadline {
-                let left = d
-                    .saturating_duration_since(std::time::Instant::now())
-                    .as_secs_f64();
-                if left <= 0.0 {
-                    return Err(LpError::Solver("time limit".into()));
-                }
-                model.set_option("time_limit", left);
+            if !set_time_limit(&mut model, deadline) {
+                return Err(LpError::Solver("time limit".into()));
             }
             for &j in &previous {
                 model.change_column_cost(cols[j], 0.0);
@@ -441,30 +441,14 @@ impl Encoding {
     /// `y` (or `-y`) exceeding 0 contradicts `0 = 0 . z` for any feasible `z`.
     pub fn provably_empty(&self, deadline: Option<std::time::Instant>) -> bool {
         let ncols = self.col_lo.len();
-        let mut pb = RowProblem::default();
-        let cols: Vec<highs::Col> = (0..ncols)
-            .map(|j| pb.add_column(0.0, self.col_lo[j]..=self.col_hi[j]))
-            .collect();
-        for r in &self.rows {
-            let t: Vec<(highs::Col, f64)> = r.terms.iter().map(|&(j, c)| (cols[j], c)).collect();
-            pb.add_row(r.lo..=r.hi, &t);
-        }
-        let mut model = pb.optimise(Sense::Minimise);
-        model.make_quiet();
-        model.set_option("threads", 1);
+        let (mut model, _) = self.highs_model();
         // Presolve may detect infeasibility without leaving a ray.
         model.set_option("presolve", "off");
         // Primal simplex: measured 95 ms to a ray on a 1034-row mnistfc domain LP, where the
         // default (dual) strategy without presolve ran past 26 s.
         model.set_option("simplex_strategy", 4);
-        if let Some(d) = deadline {
-            let left = d
-                .saturating_duration_since(std::time::Instant::now())
-                .as_secs_f64();
-            if left <= 0.0 {
-                return false;
-            }
-            model.set_option("time_limit", left);
+        if !set_time_limit(&mut model, deadline) {
+            return false;
         }
         let mut solved = model.solve();
         if solved.status() != HighsModelStatus::Infeasible {
@@ -573,6 +557,21 @@ impl Default for LpLimits {
             max_tighten: 400,
         }
     }
+}
+
+/// Give `model` the time left until `deadline`; false when none is left.
+fn set_time_limit(model: &mut highs::Model, deadline: Option<std::time::Instant>) -> bool {
+    let Some(d) = deadline else {
+        return true;
+    };
+    let left = d
+        .saturating_duration_since(std::time::Instant::now())
+        .as_secs_f64();
+    if left <= 0.0 {
+        return false;
+    }
+    model.set_option("time_limit", left);
+    true
 }
 
 /// Tighten the bounds of undecided ReLU inputs layer by layer with LP (minimise and maximise

@@ -186,6 +186,15 @@ impl Dataset {
         })
     }
 
+    /// Keep only the first `count` items (and labels).
+    pub fn truncate(&mut self, count: usize) {
+        self.items = count.min(self.items);
+        self.x.truncate(self.items * self.dim);
+        if let Some(l) = &mut self.labels {
+            l.truncate(self.items);
+        }
+    }
+
     /// Item `i`.
     pub fn item(&self, i: usize) -> &[f32] {
         &self.x[i * self.dim..(i + 1) * self.dim]
