@@ -15,10 +15,11 @@
 //! number of open domains is capped.
 
 use super::attack::{self, to_f32_inside};
+use super::combine;
 use super::{Counterexample, VerifyOptions};
 use crate::bounds::alpha;
 use crate::bounds::crown::{Crown, CrownConfig, Record, Seeds};
-use crate::domain::Intervals;
+use crate::domain::{Intervals, gamma};
 use crate::ir::{Op, ValueId};
 use crate::network::Network;
 use crate::spec::Region;
@@ -67,6 +68,9 @@ impl Default for BabConfig {
         }
     }
 }
+
+/// Random points checked per attack round of input splitting.
+const SAMPLES_PER_ROUND: usize = 1024;
 
 struct BoxDomain {
     lo: Vec<f64>,
@@ -198,10 +202,20 @@ fn crown_cfg(opts: &VerifyOptions, deadline: Option<Instant>) -> CrownConfig {
 
 /// Proof margin of each domain: per open disjunct the best `lower - rhs` over its constraints
 /// (positive refutes it); the domain's margin is the smallest, `+inf` when nothing is open.
-fn margins(region: &Region, nb: usize, owner: &[(usize, usize, usize)], lower: &[f64]) -> Vec<f64> {
+/// `extra` adds margins `(domain, disjunct, margin)` from combined rows.
+fn margins(
+    region: &Region,
+    nb: usize,
+    owner: &[(usize, usize, usize)],
+    lower: &[f64],
+    extra: &[(usize, usize, f64)],
+) -> Vec<f64> {
     let mut per: Vec<Vec<(usize, f64)>> = vec![Vec::new(); nb];
-    for (row, &(b, k, ci)) in owner.iter().enumerate() {
-        let m = lower[row] - region.disjuncts[k][ci].rhs;
+    let rows = owner
+        .iter()
+        .enumerate()
+        .map(|(row, &(b, k, ci))| (b, k, lower[row] - region.disjuncts[k][ci].rhs));
+    for (b, k, m) in rows.chain(extra.iter().copied()) {
         match per[b].iter_mut().find(|e| e.0 == k) {
             Some(e) => e.1 = e.1.max(m),
             None => per[b].push((k, m)),
@@ -210,6 +224,113 @@ fn margins(region: &Region, nb: usize, owner: &[(usize, usize, usize)], lower: &
     per.iter()
         .map(|ks| ks.iter().map(|e| e.1).fold(f64::INFINITY, f64::min))
         .collect()
+}
+
+/// A combined row `sum_j lambda_j c_j y > rhs` of one domain's open conjunction
+/// (see [`combine`]).
+struct CombinedRow {
+    dom: usize,
+    disjunct: usize,
+    coeffs: Vec<(usize, f64)>,
+    /// Upper bound of the combined row over the disjunct's unsafe outputs.
+    rhs: f64,
+    /// The linear bounds' least safe point of the domain.
+    x: Vec<f64>,
+}
+
+/// Combined rows for the open conjunctions (two or more constraints) of each domain, from the
+/// CROWN rows `owner`/`lower` with input coefficients `ax`; `boxes` are the domains' input
+/// boxes and `c` their bounds.
+///
+/// Soundness of the threshold: the combined coefficients `w` are the f64 sums of
+/// `lambda_j c_j`, off from the exact sums by at most `gamma_m * sum_j lambda_j |c_j|` per
+/// output; on an unsafe output `y` (with `|y_i| <= M_i` from the domain's output bounds)
+/// `w . y <= sum_j lambda_j d_j + sum_i err_i M_i`, and the f64 sum of `lambda_j d_j` is
+/// widened by its own `gamma_m` error before rounding up.
+fn combined_rows(
+    region: &Region,
+    boxes: &[(&[f64], &[f64])],
+    owner: &[(usize, usize, usize)],
+    lower: &[f64],
+    ax: &[f64],
+    open: &[Vec<usize>],
+    c: &Crown,
+) -> Vec<CombinedRow> {
+    let Some(ob) = c.bounds[c.g.output].as_ref() else {
+        return Vec::new();
+    };
+    let no = c.g.values[c.g.output].numel();
+    let mut out = Vec::new();
+    if ax.is_empty() {
+        return out;
+    }
+    let ni = boxes.first().map_or(0, |b| b.0.len());
+    for (b, ks) in open.iter().enumerate() {
+        let (lo, hi) = boxes[b];
+        for &k in ks {
+            let conj = &region.disjuncts[k];
+            if conj.len() < 2 {
+                continue;
+            }
+            let rs: Vec<usize> = (0..owner.len())
+                .filter(|&r| owner[r].0 == b && owner[r].1 == k)
+                .collect();
+            if rs.len() != conj.len() {
+                continue;
+            }
+            let rows: Vec<&[f64]> = rs.iter().map(|&r| &ax[r * ni..(r + 1) * ni]).collect();
+            let e: Vec<f64> = rs
+                .iter()
+                .zip(&rows)
+                .map(|(&r, a)| {
+                    let ci = owner[r].2;
+                    lower[r] - crate::bounds::crown::concretize(a, lo, hi).0 - conj[ci].rhs
+                })
+                .collect();
+            if e.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            let comb = combine::choose(&rows, &e, lo, hi, 48);
+            let gm = gamma(conj.len() + 1, 1.1102230246251565e-16);
+            let mut w = vec![0.0; no];
+            let mut wabs = vec![0.0; no];
+            let (mut rhs, mut rabs) = (0.0, 0.0);
+            for (&r, &l) in rs.iter().zip(&comb.lambda) {
+                let con = &conj[owner[r].2];
+                for &(j, v) in &con.coeffs {
+                    w[j] += l * v;
+                    wabs[j] += (l * v).abs();
+                }
+                rhs += l * con.rhs;
+                rabs += (l * con.rhs).abs();
+            }
+            let mut slack = gm * rabs;
+            for j in 0..no {
+                if wabs[j] > 0.0 {
+                    let m = ob.lo[b * no + j].abs().max(ob.hi[b * no + j].abs());
+                    slack += gm * wabs[j] * m;
+                }
+            }
+            let rhs = (rhs + slack * (1.0 + 4.0 * f64::EPSILON))
+                .next_up()
+                .next_up();
+            if !rhs.is_finite() {
+                continue;
+            }
+            let coeffs = (0..no)
+                .filter(|&j| w[j] != 0.0)
+                .map(|j| (j, w[j]))
+                .collect();
+            out.push(CombinedRow {
+                dom: b,
+                disjunct: k,
+                coeffs,
+                rhs,
+                x: comb.x,
+            });
+        }
+    }
+    out
 }
 
 /// Candidate split dimensions of a box: the top `k` by influence `|A_x| * width` plus relative
@@ -221,10 +342,13 @@ fn split_candidates(d: &BoxDomain, region: &Region, k: usize) -> Vec<usize> {
         .map(|i| (d.hi[i] - d.lo[i]) / (region.upper[i] - region.lower[i]).max(f64::MIN_POSITIVE))
         .collect();
     let (ssum, rsum) = (d.smear.iter().sum::<f64>(), rel.iter().sum::<f64>());
+    // A dimension already split far below the widest one cannot change a bound much, and
+    // comparing children would let rounding noise in its bound pick it forever.
+    let widest = rel.iter().copied().fold(0.0, f64::max);
     let mut dims: Vec<usize> = (0..ni)
         .filter(|&i| {
             let mid = 0.5 * d.lo[i] + 0.5 * d.hi[i];
-            mid > d.lo[i] && mid < d.hi[i]
+            mid > d.lo[i] && mid < d.hi[i] && rel[i] >= 1e-3 * widest
         })
         .collect();
     let score = |i: usize| {
@@ -286,6 +410,24 @@ fn input_split(
                     ..*acfg
                 };
                 if let Some(cex) = attack::pgd(net, &sub, ri, &worst.open, &a, deadline) {
+                    return (BabOutcome::Falsified(cex), stats);
+                }
+                // Uniform samples in the domains furthest from a proof: a violation region
+                // can be too shallow for gradients (ACAS Xu 5_3 prop_2: depth 1e-4, about
+                // 1e-6 of the box) yet fill a fair part of a small open box.
+                let mut order: Vec<usize> = (0..stack.len()).collect();
+                order.sort_by(|&x, &y| stack[x].margin.total_cmp(&stack[y].margin));
+                let mut rng = attack::Rng::new(acfg.seed, attack_round);
+                let mut xs: Vec<f32> = Vec::with_capacity(SAMPLES_PER_ROUND * ni);
+                let hardest = &order[..order.len().min(4)];
+                for t in 0..SAMPLES_PER_ROUND {
+                    let d = &stack[hardest[t % hardest.len()]];
+                    xs.extend((0..ni).map(|i| {
+                        let v = d.lo[i] + rng.unit() * (d.hi[i] - d.lo[i]);
+                        to_f32_inside(v, d.lo[i], d.hi[i])
+                    }));
+                }
+                if let Some(cex) = check_points(net, region, ri, &xs) {
                     return (BabOutcome::Falsified(cex), stats);
                 }
             }
@@ -353,14 +495,40 @@ fn input_split(
                 input: true,
             },
         );
-        let marg = margins(region, kids.len(), &owner, &pass.lower);
+        let ax = pass.at_input.as_deref().unwrap_or(&[]);
+        let mut open_kids = still_open(region, &opens, &owner, &pass.lower);
+        // Conjunctions still open: one combined row each, bounded on the same relaxation.
+        let boxes: Vec<(&[f64], &[f64])> =
+            kids.iter().map(|q| (&q.2.lo[..], &q.2.hi[..])).collect();
+        let combos = combined_rows(region, &boxes, &owner, &pass.lower, ax, &open_kids, &c);
+        let clow = c.lower_bounds_with(
+            g.output,
+            &combos.iter().map(|cr| cr.dom).collect::<Vec<_>>(),
+            None,
+            |r, a| {
+                for &(j, v) in &combos[r].coeffs {
+                    a[j] += v;
+                }
+            },
+        );
+        let extra: Vec<(usize, usize, f64)> = combos
+            .iter()
+            .zip(&clow)
+            .map(|(cr, &l)| (cr.dom, cr.disjunct, l - cr.rhs))
+            .collect();
+        for &(q, k, m) in &extra {
+            if m > 0.0 {
+                open_kids[q].retain(|&o| o != k);
+            }
+        }
+        let marg = margins(region, kids.len(), &owner, &pass.lower, &extra);
         // Per parent, the candidate that proves the most children, then whose children are
         // together closest to a proof.
-        let mut chosen: Vec<Option<(usize, f64)>> = vec![None; batch.len()];
         let value = |m1: f64, m2: f64| {
             let proved = (m1 > 0.0) as u8 as f64 + (m2 > 0.0) as u8 as f64;
             proved * 1e12 + m1.min(0.0).max(-1e11) + m2.min(0.0).max(-1e11)
         };
+        let mut chosen: Vec<Option<(usize, f64)>> = vec![None; batch.len()];
         for q in (0..kids.len()).step_by(2) {
             let (b, i) = (kids[q].0, kids[q].1);
             let v = value(marg[q], marg[q + 1]);
@@ -371,7 +539,6 @@ fn input_split(
         let keep: Vec<usize> = (0..kids.len())
             .filter(|&q| chosen[kids[q].0].is_some_and(|(i, _)| i == kids[q].1))
             .collect();
-        let open_kids = still_open(region, &opens, &owner, &pass.lower);
         let mut open_now: Vec<Vec<usize>> = keep.iter().map(|&q| open_kids[q].clone()).collect();
         if opts.method == crate::bounds::Method::AlphaCrown
             && open_now.iter().any(|o| !o.is_empty())
@@ -388,8 +555,8 @@ fn input_split(
             let so: Vec<&[usize]> = open_now.iter().map(|o| &o[..]).collect();
             open_now = bound_batch(&sub, region, &so, opts, Record::default(), deadline).0;
         }
-        // Candidates (centres and CROWN minimisers) and smear of the kept children.
-        let ax = pass.at_input.as_deref().unwrap_or(&[]);
+        // Candidates (centres, CROWN minimisers and the combinations' least safe points) and
+        // smear of the kept children.
         let mut cands: Vec<f32> = Vec::new();
         for (t, &q) in keep.iter().enumerate() {
             if open_now[t].is_empty() {
@@ -413,6 +580,9 @@ fn input_split(
                         )
                     }));
                 }
+            }
+            for cr in combos.iter().filter(|cr| cr.dom == q) {
+                cands.extend((0..ni).map(|i| to_f32_inside(cr.x[i], d.lo[i], d.hi[i])));
             }
         }
         if let Some(cex) = check_points(net, region, ri, &cands) {

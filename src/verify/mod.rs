@@ -9,6 +9,7 @@
 
 pub mod attack;
 pub mod bab;
+pub mod combine;
 
 use crate::bounds::{self, Method, Objective, alpha, crown, linear_min};
 use crate::domain::{FpMode, Intervals};
