@@ -69,6 +69,10 @@ impl Default for BabConfig {
     }
 }
 
+/// Input splitting keeps each open domain's bounds (to seed its children) while fewer than
+/// this many domains are open.
+const SEEDED_OPEN: usize = 20_000;
+
 /// Random points checked per attack round of input splitting.
 const SAMPLES_PER_ROUND: usize = 1024;
 
@@ -80,6 +84,8 @@ struct BoxDomain {
     smear: Vec<f64>,
     /// Proof margin from its own bounding (negative: how far from refuted).
     margin: f64,
+    /// Bounds of every value from its own bounding (valid on its sub-boxes).
+    bounds: Option<Arc<Vec<Option<Intervals>>>>,
 }
 
 struct ReluDomain {
@@ -379,6 +385,7 @@ fn input_split(
         open,
         smear: vec![0.0; ni],
         margin: f64::NEG_INFINITY,
+        bounds: None,
     }];
     let mut attack_round = 0u64;
     while !stack.is_empty() {
@@ -452,6 +459,7 @@ fn input_split(
                         open: d.open.clone(),
                         smear: vec![0.0; ni],
                         margin: d.margin,
+                        bounds: d.bounds.clone(),
                     },
                 ));
                 kids.push((
@@ -463,6 +471,7 @@ fn input_split(
                         open: d.open.clone(),
                         smear: vec![0.0; ni],
                         margin: d.margin,
+                        bounds: d.bounds.clone(),
                     },
                 ));
             }
@@ -476,7 +485,23 @@ fn input_split(
             kids.iter().flat_map(|q| q.2.lo.iter().copied()).collect(),
             kids.iter().flat_map(|q| q.2.hi.iter().copied()).collect(),
         );
-        let c = Crown::new(g, input, kids.len(), crown_cfg(opts, deadline));
+        // A child lies inside its parent, so the parent's bounds of every value hold on it:
+        // seeding them keeps a child's intermediate bounds at least as tight (CROWN alone on
+        // a smaller box can come out looser at some neurons).
+        let parent_bounds: Option<Vec<&Vec<Option<Intervals>>>> =
+            kids.iter().map(|q| q.2.bounds.as_deref()).collect();
+        let seeds = parent_bounds.map(|pb| Seeds {
+            bounds: concat_bounds(&pb),
+            splits: Vec::new(),
+            skip_before: 0,
+        });
+        let c = Crown::build(
+            g,
+            input,
+            kids.len(),
+            crown_cfg(opts, deadline),
+            seeds.as_ref(),
+        );
         let opens: Vec<&[usize]> = kids.iter().map(|q| &q.2.open[..]).collect();
         let (doms, owner) = rows_for(region, &opens);
         let fill = |r: usize, a: &mut [f64]| {
@@ -551,7 +576,21 @@ fn input_split(
                     .flat_map(|&q| kids[q].2.hi.iter().copied())
                     .collect(),
             );
-            let sub = Crown::new(g, sub_in, keep.len(), crown_cfg(opts, deadline));
+            // The kept children's bounds are final already: no second CROWN pass per value.
+            let own: Vec<Vec<Option<Intervals>>> =
+                keep.iter().map(|&q| c.domain_bounds(q)).collect();
+            let reuse = Seeds {
+                bounds: concat_bounds(&own.iter().collect::<Vec<_>>()),
+                splits: Vec::new(),
+                skip_before: g.nodes.len(),
+            };
+            let sub = Crown::build(
+                g,
+                sub_in,
+                keep.len(),
+                crown_cfg(opts, deadline),
+                Some(&reuse),
+            );
             let so: Vec<&[usize]> = open_now.iter().map(|o| &o[..]).collect();
             open_now = bound_batch(&sub, region, &so, opts, Record::default(), deadline).0;
         }
@@ -606,11 +645,31 @@ fn input_split(
                 d.open = std::mem::take(&mut open_now[t]);
                 d.smear = std::mem::take(&mut smear[q]);
                 d.margin = marg[q];
+                // Seeds cost a copy of every value's bounds per open domain: bounded memory
+                // beats tightness once the stack is large.
+                d.bounds = (stack.len() < SEEDED_OPEN).then(|| Arc::new(c.domain_bounds(q)));
                 stack.push(d);
             }
         }
     }
     (BabOutcome::Verified, stats)
+}
+
+/// Per value, the bounds of several single domains laid out as one batch (`None` where any
+/// domain lacks them).
+fn concat_bounds(per: &[&Vec<Option<Intervals>>]) -> Vec<Option<Intervals>> {
+    let nv = per.first().map_or(0, |p| p.len());
+    (0..nv)
+        .map(|v| {
+            let parts: Option<Vec<&Intervals>> = per.iter().map(|p| p[v].as_ref()).collect();
+            parts.map(|ps| {
+                Intervals::new(
+                    ps.iter().flat_map(|b| b.lo.iter().copied()).collect(),
+                    ps.iter().flat_map(|b| b.hi.iter().copied()).collect(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Evaluate candidate points (concatenated) and return the first checked counterexample.
