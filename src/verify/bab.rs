@@ -2,7 +2,9 @@
 //!
 //! * **Input splitting** (few input dimensions, e.g. ACAS Xu): a domain is a sub-box; the
 //!   dimension split is the one with the largest influence `sum_rows |A_x[r, i]| * width_i`
-//!   (the CROWN coefficients reaching the input).
+//!   (the CROWN coefficients reaching the input), after a two-candidate lookahead. Children
+//!   start from the parent's bounds of every value; open conjunctions are also refuted by a
+//!   combined row ([`combine`]); the hardest open boxes are sampled for counterexamples.
 //! * **ReLU splitting** (many inputs): a domain is a set of split constraints `z_j >= 0` /
 //!   `z_j <= 0` on undecided pre-activations, enforced by clamping their bounds, which is sound
 //!   because every bound computed on the whole box holds on the subset the constraints carve
@@ -10,7 +12,8 @@
 //!   score: the slack the upper relaxation line adds to the bound, `max(-A_j, 0) * (-u l/(u-l))`.
 //!
 //! Each iteration bounds a batch of domains together (CROWN, then alpha-CROWN on what is still
-//! open), drops refuted ones, checks candidate points (box centres and the CROWN minimisers),
+//! open), drops refuted ones, checks candidate points (box centres, the CROWN minimisers and,
+//! under input splitting, the combined rows' least safe points),
 //! and splits the rest. The order is depth-first, deterministic for a given input, and the
 //! number of open domains is capped.
 
