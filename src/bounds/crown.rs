@@ -3,7 +3,7 @@
 //! [`Crown::new`] computes bounds of every value in topological order: IBP from the best
 //! bounds so far, then, for values feeding a nonlinear operator, a backward pass from that value
 //! for its undecided elements (both directions in one pass), intersected with IBP (or replacing
-//! it when `intersect_ibp` is off, which is plain CROWN). [`Crown::lower_bounds`] then bounds
+//! it when `intersect_ibp` is off, which is plain CROWN). [`Crown::lower_bounds_with`] then bounds
 //! any linear objective of any value, e.g. the spec matrix `C y` folded onto the output.
 //!
 //! Soundness: every node contributes `-|A| . err(node)` (deployed rounding plus the f64
