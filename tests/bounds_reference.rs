@@ -39,14 +39,19 @@ fn input_box(l: &Value, images: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
     (lo, hi)
 }
 
-/// (lower, upper) of the reference line's rows from an output box.
-fn rows_from_box(l: &Value, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let rows: Vec<usize> = l["rows"]
+/// The output rows a reference line bounds.
+fn row_ids(l: &Value) -> Vec<usize> {
+    l["rows"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r.as_u64().unwrap() as usize)
-        .collect();
+        .collect()
+}
+
+/// (lower, upper) of the reference line's rows from an output box.
+fn rows_from_box(l: &Value, lo: &[f64], hi: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let rows = row_ids(l);
     if l["spec"] == "margin" {
         let lab = l["label"].as_u64().unwrap() as usize;
         // Interval arithmetic on y_label - y_j, rounded outward.
@@ -192,12 +197,7 @@ fn crown_rows(
     use ferrocert::bounds::crown::Crown;
     let g = &net.analysis;
     let no = g.output_numel();
-    let rows: Vec<usize> = l["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_u64().unwrap() as usize)
-        .collect();
+    let rows = row_ids(l);
     let label = l.get("label").and_then(|v| v.as_u64()).map(|v| v as usize);
     let crown = Crown::new(g, Intervals::new(lo, hi), 1, cfg);
     let doms = vec![0usize; 2 * rows.len()];
@@ -332,12 +332,7 @@ fn lp_safe_bound_matches_reference_lp() {
         };
         let c = Crown::new(g, Intervals::new(lo, hi), 1, cfg);
         let enc = Encoding::new(&c, 0, 5_000_000).unwrap();
-        let rows: Vec<usize> = l["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_u64().unwrap() as usize)
-            .collect();
+        let rows = row_ids(l);
         let label = l.get("label").and_then(|v| v.as_u64()).map(|v| v as usize);
         let mut objs = Vec::new();
         for &j in &rows {

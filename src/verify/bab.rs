@@ -274,70 +274,72 @@ fn combined_rows(
         return out;
     }
     let ni = boxes.first().map_or(0, |b| b.0.len());
-    for (b, ks) in open.iter().enumerate() {
-        let (lo, hi) = boxes[b];
-        for &k in ks {
-            let conj = &region.disjuncts[k];
-            if conj.len() < 2 {
-                continue;
-            }
-            let rs: Vec<usize> = (0..owner.len())
-                .filter(|&r| owner[r].0 == b && owner[r].1 == k)
-                .collect();
-            if rs.len() != conj.len() {
-                continue;
-            }
-            let rows: Vec<&[f64]> = rs.iter().map(|&r| &ax[r * ni..(r + 1) * ni]).collect();
-            let e: Vec<f64> = rs
+    // `rows_for` lays out each (domain, disjunct)'s constraint rows consecutively.
+    let mut start = 0;
+    while start < owner.len() {
+        let (b, k, _) = owner[start];
+        let end = start
+            + owner[start..]
                 .iter()
-                .zip(&rows)
-                .map(|(&r, a)| {
-                    let ci = owner[r].2;
-                    lower[r] - crate::bounds::crown::concretize(a, lo, hi).0 - conj[ci].rhs
-                })
-                .collect();
-            if e.iter().any(|v| !v.is_finite()) {
-                continue;
-            }
-            let comb = combine::choose(&rows, &e, lo, hi, 48);
-            let gm = gamma(conj.len() + 1, 1.1102230246251565e-16);
-            let mut w = vec![0.0; no];
-            let mut wabs = vec![0.0; no];
-            let (mut rhs, mut rabs) = (0.0, 0.0);
-            for (&r, &l) in rs.iter().zip(&comb.lambda) {
-                let con = &conj[owner[r].2];
-                for &(j, v) in &con.coeffs {
-                    w[j] += l * v;
-                    wabs[j] += (l * v).abs();
-                }
-                rhs += l * con.rhs;
-                rabs += (l * con.rhs).abs();
-            }
-            let mut slack = gm * rabs;
-            for j in 0..no {
-                if wabs[j] > 0.0 {
-                    let m = ob.lo[b * no + j].abs().max(ob.hi[b * no + j].abs());
-                    slack += gm * wabs[j] * m;
-                }
-            }
-            let rhs = (rhs + slack * (1.0 + 4.0 * f64::EPSILON))
-                .next_up()
-                .next_up();
-            if !rhs.is_finite() {
-                continue;
-            }
-            let coeffs = (0..no)
-                .filter(|&j| w[j] != 0.0)
-                .map(|j| (j, w[j]))
-                .collect();
-            out.push(CombinedRow {
-                dom: b,
-                disjunct: k,
-                coeffs,
-                rhs,
-                x: comb.x,
-            });
+                .take_while(|o| (o.0, o.1) == (b, k))
+                .count();
+        let rs: Vec<usize> = (start..end).collect();
+        start = end;
+        let conj = &region.disjuncts[k];
+        if conj.len() < 2 || rs.len() != conj.len() || !open[b].contains(&k) {
+            continue;
         }
+        let (lo, hi) = boxes[b];
+        let rows: Vec<&[f64]> = rs.iter().map(|&r| &ax[r * ni..(r + 1) * ni]).collect();
+        let e: Vec<f64> = rs
+            .iter()
+            .zip(&rows)
+            .map(|(&r, a)| {
+                let ci = owner[r].2;
+                lower[r] - crate::bounds::crown::concretize(a, lo, hi).0 - conj[ci].rhs
+            })
+            .collect();
+        if e.iter().any(|v| !v.is_finite()) {
+            continue;
+        }
+        let comb = combine::choose(&rows, &e, lo, hi, 48);
+        let gm = gamma(conj.len() + 1, 1.1102230246251565e-16);
+        let mut w = vec![0.0; no];
+        let mut wabs = vec![0.0; no];
+        let (mut rhs, mut rabs) = (0.0, 0.0);
+        for (&r, &l) in rs.iter().zip(&comb.lambda) {
+            let con = &conj[owner[r].2];
+            for &(j, v) in &con.coeffs {
+                w[j] += l * v;
+                wabs[j] += (l * v).abs();
+            }
+            rhs += l * con.rhs;
+            rabs += (l * con.rhs).abs();
+        }
+        let mut slack = gm * rabs;
+        for j in 0..no {
+            if wabs[j] > 0.0 {
+                let m = ob.lo[b * no + j].abs().max(ob.hi[b * no + j].abs());
+                slack += gm * wabs[j] * m;
+            }
+        }
+        let rhs = (rhs + slack * (1.0 + 4.0 * f64::EPSILON))
+            .next_up()
+            .next_up();
+        if !rhs.is_finite() {
+            continue;
+        }
+        let coeffs = (0..no)
+            .filter(|&j| w[j] != 0.0)
+            .map(|j| (j, w[j]))
+            .collect();
+        out.push(CombinedRow {
+            dom: b,
+            disjunct: k,
+            coeffs,
+            rhs,
+            x: comb.x,
+        });
     }
     out
 }
@@ -400,46 +402,42 @@ fn input_split(
         }
         stats.max_open = stats.max_open.max(stack.len());
         stats.iterations += 1;
-        // Periodically attack inside the open domain that is furthest from a proof.
-        if stats.iterations % 4 == 0 {
-            if let (Some(acfg), Some(worst)) = (
-                &opts.attack,
-                stack.iter().min_by(|a, b| a.margin.total_cmp(&b.margin)),
-            ) {
-                attack_round += 1;
-                let sub = Region {
-                    lower: worst.lo.clone(),
-                    upper: worst.hi.clone(),
-                    input_constraints: region.input_constraints.clone(),
-                    disjuncts: region.disjuncts.clone(),
-                };
-                let a = attack::AttackConfig {
-                    seed: acfg.seed.wrapping_add(attack_round),
-                    steps: 20,
-                    restarts: 4,
-                    ..*acfg
-                };
-                if let Some(cex) = attack::pgd(net, &sub, ri, &worst.open, &a, deadline) {
-                    return (BabOutcome::Falsified(cex), stats);
-                }
-                // Uniform samples in the domains furthest from a proof: a violation region
-                // can be too shallow for gradients (ACAS Xu 5_3 prop_2: depth 1e-4, about
-                // 1e-6 of the box) yet fill a fair part of a small open box.
-                let mut order: Vec<usize> = (0..stack.len()).collect();
-                order.sort_by(|&x, &y| stack[x].margin.total_cmp(&stack[y].margin));
-                let mut rng = attack::Rng::new(acfg.seed, attack_round);
-                let mut xs: Vec<f32> = Vec::with_capacity(SAMPLES_PER_ROUND * ni);
-                let hardest = &order[..order.len().min(4)];
-                for t in 0..SAMPLES_PER_ROUND {
-                    let d = &stack[hardest[t % hardest.len()]];
-                    xs.extend((0..ni).map(|i| {
-                        let v = d.lo[i] + rng.unit() * (d.hi[i] - d.lo[i]);
-                        to_f32_inside(v, d.lo[i], d.hi[i])
-                    }));
-                }
-                if let Some(cex) = check_points(net, region, ri, &xs) {
-                    return (BabOutcome::Falsified(cex), stats);
-                }
+        // Periodically attack inside the open domains furthest from a proof: PGD in the
+        // worst, uniform samples in the four worst (a violation region can be too shallow
+        // for gradients, e.g. ACAS Xu 5_3 prop_2: depth 1e-4, about 1e-6 of the box, yet fill
+        // a fair part of a small open box).
+        if let (Some(acfg), true) = (&opts.attack, stats.iterations % 4 == 0 && !stack.is_empty()) {
+            attack_round += 1;
+            let mut order: Vec<usize> = (0..stack.len()).collect();
+            order.sort_by(|&x, &y| stack[x].margin.total_cmp(&stack[y].margin));
+            let worst = &stack[order[0]];
+            let sub = Region {
+                lower: worst.lo.clone(),
+                upper: worst.hi.clone(),
+                input_constraints: region.input_constraints.clone(),
+                disjuncts: region.disjuncts.clone(),
+            };
+            let a = attack::AttackConfig {
+                seed: acfg.seed.wrapping_add(attack_round),
+                steps: 20,
+                restarts: 4,
+                ..*acfg
+            };
+            if let Some(cex) = attack::pgd(net, &sub, ri, &worst.open, &a, deadline) {
+                return (BabOutcome::Falsified(cex), stats);
+            }
+            let mut rng = attack::Rng::new(acfg.seed, attack_round);
+            let mut xs: Vec<f32> = Vec::with_capacity(SAMPLES_PER_ROUND * ni);
+            let hardest = &order[..order.len().min(4)];
+            for t in 0..SAMPLES_PER_ROUND {
+                let d = &stack[hardest[t % hardest.len()]];
+                xs.extend((0..ni).map(|i| {
+                    let v = d.lo[i] + rng.unit() * (d.hi[i] - d.lo[i]);
+                    to_f32_inside(v, d.lo[i], d.hi[i])
+                }));
+            }
+            if let Some(cex) = check_points(net, region, ri, &xs) {
+                return (BabOutcome::Falsified(cex), stats);
             }
         }
         let k = cfg.lookahead.clamp(1, ni.max(1));
@@ -568,6 +566,10 @@ fn input_split(
             .filter(|&q| chosen[kids[q].0].is_some_and(|(i, _)| i == kids[q].1))
             .collect();
         let mut open_now: Vec<Vec<usize>> = keep.iter().map(|&q| open_kids[q].clone()).collect();
+        // The kept children's bounds of every value, copied once: they seed the alpha-CROWN
+        // pass below and, later, the children's own children.
+        let own: Vec<Arc<Vec<Option<Intervals>>>> =
+            keep.iter().map(|&q| Arc::new(c.domain_bounds(q))).collect();
         if opts.method == crate::bounds::Method::AlphaCrown
             && open_now.iter().any(|o| !o.is_empty())
         {
@@ -580,10 +582,8 @@ fn input_split(
                     .collect(),
             );
             // The kept children's bounds are final already: no second CROWN pass per value.
-            let own: Vec<Vec<Option<Intervals>>> =
-                keep.iter().map(|&q| c.domain_bounds(q)).collect();
             let reuse = Seeds {
-                bounds: concat_bounds(&own.iter().collect::<Vec<_>>()),
+                bounds: concat_bounds(&own.iter().map(|b| &**b).collect::<Vec<_>>()),
                 splits: Vec::new(),
                 skip_before: g.nodes.len(),
             };
@@ -650,7 +650,7 @@ fn input_split(
                 d.margin = marg[q];
                 // Seeds cost a copy of every value's bounds per open domain: bounded memory
                 // beats tightness once the stack is large.
-                d.bounds = (stack.len() < SEEDED_OPEN).then(|| Arc::new(c.domain_bounds(q)));
+                d.bounds = (stack.len() < SEEDED_OPEN).then(|| own[t].clone());
                 stack.push(d);
             }
         }
@@ -762,20 +762,7 @@ fn relu_split(
             (0..nb).flat_map(|_| region.upper.iter().copied()).collect(),
         );
         // Seeds: the parents' bounds stacked per value, the splits, and the earliest split.
-        let mut seed_bounds: Vec<Option<Intervals>> = vec![None; g.values.len()];
-        for v in 0..g.values.len() {
-            if batch.iter().all(|d| d.seeds[v].is_some()) {
-                let n = g.values[v].numel();
-                let mut lo = Vec::with_capacity(nb * n);
-                let mut hi = Vec::with_capacity(nb * n);
-                for d in &batch {
-                    let s = d.seeds[v].as_ref().expect("checked");
-                    lo.extend_from_slice(&s.lo);
-                    hi.extend_from_slice(&s.hi);
-                }
-                seed_bounds[v] = Some(Intervals::new(lo, hi));
-            }
-        }
+        let seed_bounds = concat_bounds(&batch.iter().map(|d| &*d.seeds).collect::<Vec<_>>());
         let splits: Vec<(ValueId, usize, usize, bool)> = batch
             .iter()
             .enumerate()
