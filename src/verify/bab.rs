@@ -302,7 +302,8 @@ fn combined_rows(
         if e.iter().any(|v| !v.is_finite()) {
             continue;
         }
-        let comb = combine::choose(&rows, &e, lo, hi, 48);
+        let comb = combine::solve_lp(&rows, &e, lo, hi)
+            .unwrap_or_else(|| combine::choose(&rows, &e, lo, hi, 48));
         let gm = gamma(conj.len() + 1, 1.1102230246251565e-16);
         let mut w = vec![0.0; no];
         let mut wabs = vec![0.0; no];
@@ -410,21 +411,47 @@ fn input_split(
             attack_round += 1;
             let mut order: Vec<usize> = (0..stack.len()).collect();
             order.sort_by(|&x, &y| stack[x].margin.total_cmp(&stack[y].margin));
-            let worst = &stack[order[0]];
-            let sub = Region {
-                lower: worst.lo.clone(),
-                upper: worst.hi.clone(),
-                input_constraints: region.input_constraints.clone(),
-                disjuncts: region.disjuncts.clone(),
+            // PGD in the worst box and, every other round, in the largest: a shallow
+            // violation need not sit in the box furthest from a proof, and PGD does best with
+            // room to move (ACAS Xu 1_9 prop_7: within 0.2% of one face, found from a large box).
+            let rel_volume = |d: &BoxDomain| -> f64 {
+                (0..ni)
+                    .map(|i| {
+                        let w = (region.upper[i] - region.lower[i]).max(f64::MIN_POSITIVE);
+                        ((d.hi[i] - d.lo[i]) / w).max(f64::MIN_POSITIVE).ln()
+                    })
+                    .sum()
             };
-            let a = attack::AttackConfig {
-                seed: acfg.seed.wrapping_add(attack_round),
-                steps: 20,
-                restarts: 4,
-                ..*acfg
-            };
-            if let Some(cex) = attack::pgd(net, &sub, ri, &worst.open, &a, deadline) {
-                return (BabOutcome::Falsified(cex), stats);
+            let largest = (0..stack.len())
+                .max_by(|&x, &y| rel_volume(&stack[x]).total_cmp(&rel_volume(&stack[y])))
+                .unwrap_or(order[0]);
+            let mut targets = vec![(
+                &stack[order[0]].lo,
+                &stack[order[0]].hi,
+                &stack[order[0]].open,
+            )];
+            if attack_round % 2 == 0 && largest != order[0] {
+                targets.push((&stack[largest].lo, &stack[largest].hi, &stack[largest].open));
+            }
+            if attack_round % 8 == 0 {
+                targets.push((&region.lower, &region.upper, &stack[order[0]].open));
+            }
+            for (t, (lo, hi, open)) in targets.into_iter().enumerate() {
+                let sub = Region {
+                    lower: lo.clone(),
+                    upper: hi.clone(),
+                    input_constraints: region.input_constraints.clone(),
+                    disjuncts: region.disjuncts.clone(),
+                };
+                let a = attack::AttackConfig {
+                    seed: acfg.seed.wrapping_add(attack_round).wrapping_add(t as u64),
+                    steps: 20,
+                    restarts: 4,
+                    ..*acfg
+                };
+                if let Some(cex) = attack::pgd(net, &sub, ri, open, &a, deadline) {
+                    return (BabOutcome::Falsified(cex), stats);
+                }
             }
             let mut rng = attack::Rng::new(acfg.seed, attack_round);
             let mut xs: Vec<f32> = Vec::with_capacity(SAMPLES_PER_ROUND * ni);
@@ -526,8 +553,9 @@ fn input_split(
         // Conjunctions still open: one combined row each, bounded on the same relaxation.
         let boxes: Vec<(&[f64], &[f64])> =
             kids.iter().map(|q| (&q.2.lo[..], &q.2.hi[..])).collect();
-        let combos = combined_rows(region, &boxes, &owner, &pass.lower, ax, &open_kids, &c);
-        let clow = c.lower_bounds_with(
+        // The combinations are chosen on the linear bounds `ax`, which the plain bounds match.
+        let combos = combined_rows(region, &boxes, &owner, &pass.plain, ax, &open_kids, &c);
+        let cpass = c.passes(
             g.output,
             &combos.iter().map(|cr| cr.dom).collect::<Vec<_>>(),
             None,
@@ -536,28 +564,42 @@ fn input_split(
                     a[j] += v;
                 }
             },
+            Record::default(),
         );
-        let extra: Vec<(usize, usize, f64)> = combos
-            .iter()
-            .zip(&clow)
-            .map(|(cr, &l)| (cr.dom, cr.disjunct, l - cr.rhs))
-            .collect();
+        let extra_of = |l: &[f64]| -> Vec<(usize, usize, f64)> {
+            combos
+                .iter()
+                .zip(l)
+                .map(|(cr, &l)| (cr.dom, cr.disjunct, l - cr.rhs))
+                .collect()
+        };
+        let extra = extra_of(&cpass.lower);
         for &(q, k, m) in &extra {
             if m > 0.0 {
                 open_kids[q].retain(|&o| o != k);
             }
         }
-        let marg = margins(region, kids.len(), &owner, &pass.lower, &extra);
+        // Margins for the heuristics come from the full back-substitution only: the early
+        // concretisations prove boxes but jump between boxes, which misleads split choices.
+        let marg = margins(
+            region,
+            kids.len(),
+            &owner,
+            &pass.plain,
+            &extra_of(&cpass.plain),
+        );
         // Per parent, the candidate that proves the most children, then whose children are
         // together closest to a proof.
-        let value = |m1: f64, m2: f64| {
-            let proved = (m1 > 0.0) as u8 as f64 + (m2 > 0.0) as u8 as f64;
+        let value = |q: usize| {
+            let proved =
+                open_kids[q].is_empty() as u8 as f64 + open_kids[q + 1].is_empty() as u8 as f64;
+            let (m1, m2) = (marg[q], marg[q + 1]);
             proved * 1e12 + m1.min(0.0).max(-1e11) + m2.min(0.0).max(-1e11)
         };
         let mut chosen: Vec<Option<(usize, f64)>> = vec![None; batch.len()];
         for q in (0..kids.len()).step_by(2) {
             let (b, i) = (kids[q].0, kids[q].1);
-            let v = value(marg[q], marg[q + 1]);
+            let v = value(q);
             if chosen[b].is_none_or(|(_, w)| v > w) {
                 chosen[b] = Some((i, v));
             }
