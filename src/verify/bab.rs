@@ -302,8 +302,7 @@ fn combined_rows(
         if e.iter().any(|v| !v.is_finite()) {
             continue;
         }
-        let comb = combine::solve_lp(&rows, &e, lo, hi)
-            .unwrap_or_else(|| combine::choose(&rows, &e, lo, hi, 48));
+        let comb = combine::choose(&rows, &e, lo, hi, 48);
         let gm = gamma(conj.len() + 1, 1.1102230246251565e-16);
         let mut w = vec![0.0; no];
         let mut wabs = vec![0.0; no];
