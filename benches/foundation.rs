@@ -4,6 +4,8 @@
 //! `cargo bench --bench foundation`. Networks under `../shared/benchmarks` are used when
 //! present; otherwise the bundled copies in `models/` and `specs/`.
 
+mod common;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferrocert::domain::{FpMode, Intervals};
 use ferrocert::network::Network;
@@ -126,28 +128,9 @@ fn bench_eval(c: &mut Criterion) {
 /// GEMM on our row-major buffers, without copying into nalgebra's column-major matrices.
 fn bench_matmul(c: &mut Criterion) {
     let (m, k, n) = (1024usize, 784usize, 256usize);
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 / 11.0).collect();
+    let (a, b) = common::gemm_operands(m, k, n);
     let mut g = c.benchmark_group("matmul_1024x784x256_f32");
-    g.throughput(criterion::Throughput::Elements((2 * m * k * n) as u64));
-    g.bench_function("matrixmultiply_row_major", |bch| {
-        let mut out = vec![0f32; m * n];
-        bch.iter(|| {
-            ferrocert::eval::kernels::gemm(
-                m,
-                k,
-                n,
-                &a,
-                (k, 1),
-                &b,
-                (n, 1),
-                &mut out,
-                (n, 1),
-                false,
-            );
-            black_box(&out);
-        })
-    });
+    common::bench_row_major_gemm(&mut g, "matrixmultiply_row_major", (m, k, n), &a, &b);
     g.bench_function("nalgebra_with_copies", |bch| {
         bch.iter(|| {
             let am = nalgebra::DMatrix::from_row_slice(m, k, &a);

@@ -2,6 +2,8 @@
 //! forward pass + class counting) on the digits models, the normal generator alone, and the
 //! GEMM rate of the MLP's first layer for reference.
 
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferrocert::data::npy;
 use ferrocert::network::Network;
@@ -60,29 +62,10 @@ fn bench_normals(c: &mut Criterion) {
 
 /// The MLP's first layer at the smoothing batch size: [2048 x 64] x [64 x 32].
 fn bench_layer_gemm(c: &mut Criterion) {
-    let (m, k, n) = (2048usize, 64usize, 32usize);
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 / 11.0).collect();
+    let dims = (2048usize, 64usize, 32usize);
+    let (a, b) = common::gemm_operands(dims.0, dims.1, dims.2);
     let mut g = c.benchmark_group("matmul_2048x64x32_f32");
-    g.throughput(Throughput::Elements((2 * m * k * n) as u64));
-    g.bench_function("matrixmultiply_1thread", |bch| {
-        let mut out = vec![0f32; m * n];
-        bch.iter(|| {
-            ferrocert::eval::kernels::gemm(
-                m,
-                k,
-                n,
-                &a,
-                (k, 1),
-                &b,
-                (n, 1),
-                &mut out,
-                (n, 1),
-                false,
-            );
-            black_box(&out);
-        })
-    });
+    common::bench_row_major_gemm(&mut g, "matrixmultiply_1thread", dims, &a, &b);
     g.finish();
 }
 

@@ -489,7 +489,6 @@ impl<'g> Crown<'g> {
         let ni = g.input_numel();
         let at_input = coef[g.input].take();
         let bx = self.bounds[g.input].as_ref().expect("input bounds");
-        let g64 = gamma(self.terms_total, 1.1102230246251565e-16);
         let plain: Vec<f64> = (0..r)
             .map(|row| {
                 let d = rows[row];
@@ -501,10 +500,7 @@ impl<'g> Crown<'g> {
                     ),
                     None => (0.0, 0.0),
                 };
-                let total = bias[row] + s;
-                let m = mag[row] + m + total.abs();
-                let lb = (total - g64 * m).next_down();
-                if lb.is_nan() { f64::NEG_INFINITY } else { lb }
+                self.safe_total(bias[row] + s, mag[row] + m)
             })
             .collect();
         Pass {
@@ -525,7 +521,6 @@ impl<'g> Crown<'g> {
         rows: &[usize],
         early: &mut [f64],
     ) {
-        let g64 = gamma(self.terms_total, 1.1102230246251565e-16);
         for (row, &d) in rows.iter().enumerate() {
             let (mut total, mut m) = (bias[row], mag[row]);
             for (v, a) in coef.iter().enumerate() {
@@ -542,11 +537,17 @@ impl<'g> Crown<'g> {
                 total += s;
                 m += sm;
             }
-            let lb = (total - g64 * (m + total.abs())).next_down();
-            if !lb.is_nan() {
-                early[row] = early[row].max(lb);
-            }
+            early[row] = early[row].max(self.safe_total(total, m));
         }
+    }
+
+    /// A row's bound from its f64 sum `total` of terms with magnitudes summing to `mag`:
+    /// lowered by `gamma64(terms_total)` times the magnitudes (the sum's own included) and
+    /// rounded down; `-inf` if it is NaN.
+    fn safe_total(&self, total: f64, mag: f64) -> f64 {
+        let g64 = gamma(self.terms_total, 1.1102230246251565e-16);
+        let lb = (total - g64 * (mag + total.abs())).next_down();
+        if lb.is_nan() { f64::NEG_INFINITY } else { lb }
     }
 
     /// Terms bound used by backward steps (for tests and diagnostics).

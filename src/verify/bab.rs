@@ -402,68 +402,10 @@ fn input_split(
         }
         stats.max_open = stats.max_open.max(stack.len());
         stats.iterations += 1;
-        // Periodically attack inside the open domains furthest from a proof: PGD in the
-        // worst, uniform samples in the four worst (a violation region can be too shallow
-        // for gradients, e.g. ACAS Xu 5_3 prop_2: depth 1e-4, about 1e-6 of the box, yet fill
-        // a fair part of a small open box).
-        if let (Some(acfg), true) = (&opts.attack, stats.iterations % 4 == 0 && !stack.is_empty()) {
+        // Periodically attack inside the open domains furthest from a proof.
+        if let (Some(acfg), true) = (&opts.attack, stats.iterations % 4 == 0) {
             attack_round += 1;
-            let mut order: Vec<usize> = (0..stack.len()).collect();
-            order.sort_by(|&x, &y| stack[x].margin.total_cmp(&stack[y].margin));
-            // PGD in the worst box, every other round in the largest too and every eighth round
-            // in the whole region: a shallow violation need not sit in the box furthest from a
-            // proof, and PGD does best with room to move (ACAS Xu 1_9 prop_7: violations only
-            // within 0.2% of one face, 3 in 4 M uniform samples).
-            let rel_volume = |d: &BoxDomain| -> f64 {
-                (0..ni)
-                    .map(|i| {
-                        let w = (region.upper[i] - region.lower[i]).max(f64::MIN_POSITIVE);
-                        ((d.hi[i] - d.lo[i]) / w).max(f64::MIN_POSITIVE).ln()
-                    })
-                    .sum()
-            };
-            let largest = (0..stack.len())
-                .max_by(|&x, &y| rel_volume(&stack[x]).total_cmp(&rel_volume(&stack[y])))
-                .unwrap_or(order[0]);
-            let mut targets = vec![(
-                &stack[order[0]].lo,
-                &stack[order[0]].hi,
-                &stack[order[0]].open,
-            )];
-            if attack_round % 2 == 0 && largest != order[0] {
-                targets.push((&stack[largest].lo, &stack[largest].hi, &stack[largest].open));
-            }
-            if attack_round % 8 == 0 {
-                targets.push((&region.lower, &region.upper, &stack[order[0]].open));
-            }
-            for (t, (lo, hi, open)) in targets.into_iter().enumerate() {
-                let sub = Region {
-                    lower: lo.clone(),
-                    upper: hi.clone(),
-                    input_constraints: region.input_constraints.clone(),
-                    disjuncts: region.disjuncts.clone(),
-                };
-                let a = attack::AttackConfig {
-                    seed: acfg.seed.wrapping_add(attack_round).wrapping_add(t as u64),
-                    steps: 20,
-                    restarts: 4,
-                    ..*acfg
-                };
-                if let Some(cex) = attack::pgd(net, &sub, ri, open, &a, deadline) {
-                    return (BabOutcome::Falsified(cex), stats);
-                }
-            }
-            let mut rng = attack::Rng::new(acfg.seed, attack_round);
-            let mut xs: Vec<f32> = Vec::with_capacity(SAMPLES_PER_ROUND * ni);
-            let hardest = &order[..order.len().min(4)];
-            for t in 0..SAMPLES_PER_ROUND {
-                let d = &stack[hardest[t % hardest.len()]];
-                xs.extend((0..ni).map(|i| {
-                    let v = d.lo[i] + rng.unit() * (d.hi[i] - d.lo[i]);
-                    to_f32_inside(v, d.lo[i], d.hi[i])
-                }));
-            }
-            if let Some(cex) = check_points(net, region, ri, &xs) {
+            if let Some(cex) = attack_boxes(net, region, ri, &stack, acfg, attack_round, deadline) {
                 return (BabOutcome::Falsified(cex), stats);
             }
         }
@@ -698,6 +640,78 @@ fn input_split(
         }
     }
     (BabOutcome::Verified, stats)
+}
+
+/// One attack round of input splitting on the open boxes `stack` (not empty): PGD in the box
+/// furthest from a proof, uniform samples in the four furthest (a violation region can be too
+/// shallow for gradients, e.g. ACAS Xu 5_3 prop_2: depth 1e-4, about 1e-6 of the box, yet fill
+/// a fair part of a small open box).
+fn attack_boxes(
+    net: &Network,
+    region: &Region,
+    ri: usize,
+    stack: &[BoxDomain],
+    acfg: &attack::AttackConfig,
+    attack_round: u64,
+    deadline: Option<Instant>,
+) -> Option<Counterexample> {
+    let ni = region.lower.len();
+    let mut order: Vec<usize> = (0..stack.len()).collect();
+    order.sort_by(|&x, &y| stack[x].margin.total_cmp(&stack[y].margin));
+    // PGD in the worst box, every other round in the largest too and every eighth round
+    // in the whole region: a shallow violation need not sit in the box furthest from a
+    // proof, and PGD does best with room to move (ACAS Xu 1_9 prop_7: violations only
+    // within 0.2% of one face, 3 in 4 M uniform samples).
+    let rel_volume = |d: &BoxDomain| -> f64 {
+        (0..ni)
+            .map(|i| {
+                let w = (region.upper[i] - region.lower[i]).max(f64::MIN_POSITIVE);
+                ((d.hi[i] - d.lo[i]) / w).max(f64::MIN_POSITIVE).ln()
+            })
+            .sum()
+    };
+    let largest = (0..stack.len())
+        .max_by(|&x, &y| rel_volume(&stack[x]).total_cmp(&rel_volume(&stack[y])))
+        .unwrap_or(order[0]);
+    let mut targets = vec![(
+        &stack[order[0]].lo,
+        &stack[order[0]].hi,
+        &stack[order[0]].open,
+    )];
+    if attack_round % 2 == 0 && largest != order[0] {
+        targets.push((&stack[largest].lo, &stack[largest].hi, &stack[largest].open));
+    }
+    if attack_round % 8 == 0 {
+        targets.push((&region.lower, &region.upper, &stack[order[0]].open));
+    }
+    for (t, (lo, hi, open)) in targets.into_iter().enumerate() {
+        let sub = Region {
+            lower: lo.clone(),
+            upper: hi.clone(),
+            input_constraints: region.input_constraints.clone(),
+            disjuncts: region.disjuncts.clone(),
+        };
+        let a = attack::AttackConfig {
+            seed: acfg.seed.wrapping_add(attack_round).wrapping_add(t as u64),
+            steps: 20,
+            restarts: 4,
+            ..*acfg
+        };
+        if let Some(cex) = attack::pgd(net, &sub, ri, open, &a, deadline) {
+            return Some(cex);
+        }
+    }
+    let mut rng = attack::Rng::new(acfg.seed, attack_round);
+    let mut xs: Vec<f32> = Vec::with_capacity(SAMPLES_PER_ROUND * ni);
+    let hardest = &order[..order.len().min(4)];
+    for t in 0..SAMPLES_PER_ROUND {
+        let d = &stack[hardest[t % hardest.len()]];
+        xs.extend((0..ni).map(|i| {
+            let v = d.lo[i] + rng.unit() * (d.hi[i] - d.lo[i]);
+            to_f32_inside(v, d.lo[i], d.hi[i])
+        }));
+    }
+    check_points(net, region, ri, &xs)
 }
 
 /// Per value, the bounds of several single domains laid out as one batch (`None` where any
