@@ -10,12 +10,17 @@
 //! coefficient of a value is that value in the *relaxed network* evaluated at the minimising
 //! input vertex. So one backward pass (recording coefficients) and one forward pass of the
 //! relaxed network (rows as the batch) give `dL/dalpha[r, j] = max(A[r, j], 0) * x~[r, j]`.
+//!
+//! beta-CROWN: on branch-and-bound domains with split constraints `s z_j >= 0`, the same ascent
+//! also optimises one Lagrange multiplier `beta >= 0` per split and row (see [`Crown::pass`]);
+//! any `beta >= 0` is sound, and `dL/dbeta = -s z~_j` from the same relaxed forward pass.
 
-use super::crown::{Alphas, Crown};
+use super::crown::{Alphas, Betas, Crown};
 use crate::eval;
 use crate::ir::{BinaryKind, Op, ValueId};
 use crate::transformers::backward::PoolRelax;
 use crate::transformers::relax;
+use rayon::prelude::*;
 
 /// Settings of the slope optimisation.
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +32,8 @@ pub struct AlphaConfig {
     pub decay: f64,
     /// Stop iterating past this instant (the best bound so far is kept).
     pub deadline: Option<std::time::Instant>,
+    /// Adam step size of the split multipliers (beta-CROWN).
+    pub lr_beta: f64,
 }
 
 impl Default for AlphaConfig {
@@ -36,6 +43,7 @@ impl Default for AlphaConfig {
             lr: 0.1,
             decay: 0.98,
             deadline: None,
+            lr_beta: 0.05,
         }
     }
 }
@@ -66,14 +74,106 @@ fn initial_alphas(c: &Crown, rows: &[usize]) -> Alphas {
 }
 
 /// Optimised lower bounds of `sum_j a0[r][j] v_j` for every row (`rows[r]` is its domain).
-/// Never looser than the CROWN bound with adaptive slopes.
+/// Never looser than the CROWN bound with adaptive slopes. Rows are independent, so chunks of
+/// them run in parallel.
 pub fn optimize(
+    c: &Crown,
+    v: ValueId,
+    rows: &[usize],
+    fill: impl Fn(usize, &mut [f64]) + Sync,
+    cfg: &AlphaConfig,
+) -> Vec<f64> {
+    optimize_warm(c, v, rows, fill, cfg, &vec![None; rows.len()]).0
+}
+
+/// The parameters that gave one row its best bound: slopes per ReLU-like node (`numel` of its
+/// input, `None` for other nodes) and the multipliers of its domain's splits. A child domain
+/// starts from its parent's: its bound then starts near the parent's instead of from scratch
+/// (the ascent is not monotone, and 20 steps from CROWN's slopes can land far below).
+#[derive(Clone, Debug)]
+pub struct Warm {
+    pub alphas: Vec<Option<Vec<f32>>>,
+    pub betas: Vec<f32>,
+}
+
+/// [`optimize`] starting each row from `warm[r]` where given (slopes of neurons still
+/// undecided; multipliers of the first splits, new splits start at 0). Also returns each row's
+/// best parameters, to warm-start its children.
+pub fn optimize_warm(
+    c: &Crown,
+    v: ValueId,
+    rows: &[usize],
+    fill: impl Fn(usize, &mut [f64]) + Sync,
+    cfg: &AlphaConfig,
+    warm: &[Option<&Warm>],
+) -> (Vec<f64>, Vec<Warm>) {
+    // Chunks small enough to use every core, large enough to keep the passes batched.
+    let chunk = rows
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .clamp(1, 64);
+    let parts: Vec<(Vec<f64>, Vec<Warm>)> = (0..rows.len())
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let end = (start + chunk).min(rows.len());
+            optimize_rows(
+                c,
+                v,
+                &rows[start..end],
+                |r, a| fill(start + r, a),
+                cfg,
+                &warm[start..end],
+            )
+        })
+        .collect();
+    let mut lower = Vec::with_capacity(rows.len());
+    let mut params = Vec::with_capacity(rows.len());
+    for (l, p) in parts {
+        lower.extend(l);
+        params.extend(p);
+    }
+    (lower, params)
+}
+
+/// One Adam state per parameter vector.
+struct Adam {
+    m: Vec<f64>,
+    s: Vec<f64>,
+}
+
+impl Adam {
+    fn new(n: usize) -> Self {
+        Adam {
+            m: vec![0.0; n],
+            s: vec![0.0; n],
+        }
+    }
+
+    /// One ascent step of `x` along `grad` (iteration `t` from 1), projected onto `[lo, hi]`.
+    fn step(&mut self, x: &mut [f64], grad: &[f64], lr: f64, t: i32, lo: f64, hi: f64) {
+        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+        for i in 0..x.len() {
+            self.m[i] = b1 * self.m[i] + (1.0 - b1) * grad[i];
+            self.s[i] = b2 * self.s[i] + (1.0 - b2) * grad[i] * grad[i];
+            let mh = self.m[i] / (1.0 - f64::powi(b1, t));
+            let vh = self.s[i] / (1.0 - f64::powi(b2, t));
+            // `max` before `min` maps a NaN step to `lo`.
+            x[i] = (x[i] + lr * mh / (vh.sqrt() + eps)).max(lo).min(hi);
+        }
+    }
+}
+
+/// [`optimize_warm`] on one chunk of rows.
+fn optimize_rows(
     c: &Crown,
     v: ValueId,
     rows: &[usize],
     fill: impl Fn(usize, &mut [f64]),
     cfg: &AlphaConfig,
-) -> Vec<f64> {
+    warm: &[Option<&Warm>],
+) -> (Vec<f64>, Vec<Warm>) {
     let g = c.g;
     let n = g.values[v].numel();
     let r = rows.len();
@@ -82,43 +182,69 @@ pub fn optimize(
         fill(row, &mut a0[row * n..(row + 1) * n]);
     }
     let mut alphas = initial_alphas(c, rows);
-    let mut best = vec![f64::NEG_INFINITY; r];
-    let mut m: Alphas = alphas
-        .iter()
-        .map(|a| a.as_ref().map(|a| vec![0.0; a.len()]))
+    let mut betas: Betas = rows.iter().map(|&d| vec![0.0; c.splits[d].len()]).collect();
+    for (row, w) in warm.iter().enumerate() {
+        let Some(w) = w else { continue };
+        for (al, wa) in alphas.iter_mut().zip(&w.alphas) {
+            if let (Some(al), Some(wa)) = (al.as_mut(), wa) {
+                let m = wa.len();
+                if al.len() == r * m {
+                    for (x, &y) in al[row * m..(row + 1) * m].iter_mut().zip(wa) {
+                        *x = y as f64;
+                    }
+                }
+            }
+        }
+        for (b, &y) in betas[row].iter_mut().zip(&w.betas) {
+            *b = (y as f64).max(0.0);
+        }
+    }
+    let mut best_params: Vec<Warm> = (0..r)
+        .map(|row| snapshot(&alphas, &betas, r, row))
         .collect();
-    let mut s2: Alphas = m.clone();
-    let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+    let mut adam: Vec<Option<Adam>> = alphas
+        .iter()
+        .map(|a| a.as_ref().map(|a| Adam::new(a.len())))
+        .collect();
+    // Split multipliers start at 0 (plain alpha-CROWN), one per split of the row's domain.
+    let with_betas = rows.iter().any(|&d| !c.splits[d].is_empty());
+    let mut beta_adam: Vec<Adam> = betas.iter().map(|b| Adam::new(b.len())).collect();
+    let mut best = vec![f64::NEG_INFINITY; r];
     let mut lr = cfg.lr;
+    let mut lr_beta = cfg.lr_beta;
     for it in 0..=cfg.iterations {
         let pass = c.pass(
             v,
             a0.clone(),
             rows,
             Some(&alphas),
+            with_betas.then_some(&betas),
             super::crown::Record {
                 acts: true,
                 input: true,
             },
         );
-        for (b, &l) in best.iter_mut().zip(&pass.lower) {
-            *b = b.max(l);
+        for (row, (b, &l)) in best.iter_mut().zip(&pass.lower).enumerate() {
+            if l > *b {
+                *b = l;
+                best_params[row] = snapshot(&alphas, &betas, r, row);
+            }
         }
         if it == cfg.iterations || cfg.deadline.is_some_and(|d| std::time::Instant::now() > d) {
             break;
         }
-        let grads = gradients(
+        let (grads, beta_grads) = gradients(
             c,
             v,
             rows,
             &alphas,
             &pass.at_activation,
             pass.at_input.as_deref(),
+            with_betas,
         );
         let t = (it + 1) as i32;
         for (idx, node) in g.nodes.iter().enumerate() {
-            let (Some(al), Some(gr), Some(mm), Some(ss)) =
-                (&mut alphas[idx], &grads[idx], &mut m[idx], &mut s2[idx])
+            let (Some(al), Some(gr), Some(ad)) = (&mut alphas[idx], &grads[idx], &mut adam[idx])
             else {
                 continue;
             };
@@ -127,21 +253,38 @@ pub fn optimize(
             } else {
                 0.0
             };
-            for i in 0..al.len() {
-                mm[i] = b1 * mm[i] + (1.0 - b1) * gr[i];
-                ss[i] = b2 * ss[i] + (1.0 - b2) * gr[i] * gr[i];
-                let mh = mm[i] / (1.0 - f64::powi(b1, t));
-                let vh = ss[i] / (1.0 - f64::powi(b2, t));
-                // Ascent: the bound is maximised.
-                al[i] = (al[i] + lr * mh / (vh.sqrt() + eps)).clamp(leak, 1.0);
-            }
+            ad.step(al, gr, lr, t, leak, 1.0);
+        }
+        for ((b, gr), ad) in betas.iter_mut().zip(&beta_grads).zip(&mut beta_adam) {
+            ad.step(b, gr, lr_beta, t, 0.0, f64::INFINITY);
         }
         lr *= cfg.decay;
+        lr_beta *= cfg.decay;
     }
-    best
+    (best, best_params)
 }
 
-/// Gradient of every row's bound with respect to the slopes of every ReLU-like node.
+/// Row `row`'s slopes and multipliers (of `r` rows), stored as f32 (they only guide a start).
+fn snapshot(alphas: &Alphas, betas: &Betas, r: usize, row: usize) -> Warm {
+    Warm {
+        alphas: alphas
+            .iter()
+            .map(|a| {
+                a.as_ref().map(|a| {
+                    let m = a.len() / r.max(1);
+                    a[row * m..(row + 1) * m]
+                        .iter()
+                        .map(|&x| x as f32)
+                        .collect()
+                })
+            })
+            .collect(),
+        betas: betas[row].iter().map(|&x| x as f32).collect(),
+    }
+}
+
+/// Gradient of every row's bound with respect to the slopes of every ReLU-like node, and (with
+/// `betas`) to the multipliers of its domain's splits.
 fn gradients(
     c: &Crown,
     v: ValueId,
@@ -149,12 +292,16 @@ fn gradients(
     alphas: &Alphas,
     at_act: &[Option<Vec<f64>>],
     at_input: Option<&[f64]>,
-) -> Alphas {
+    betas: bool,
+) -> (Alphas, Betas) {
     let g = c.g;
     let r = rows.len();
     let ni = g.input_numel();
     let mut grads: Alphas = vec![None; g.nodes.len()];
-    let Some(ax) = at_input else { return grads };
+    let mut beta_grads: Betas = rows.iter().map(|&d| vec![0.0; c.splits[d].len()]).collect();
+    let Some(ax) = at_input else {
+        return (grads, beta_grads);
+    };
     // The minimising vertex of the input box for every row.
     let bx = c.bounds[g.input].as_ref().expect("input bounds");
     let mut x = vec![0.0; r * ni];
@@ -255,5 +402,15 @@ fn gradients(
         };
         vals[node.output] = Some(y);
     }
-    grads
+    if betas {
+        for (row, bg) in beta_grads.iter_mut().enumerate() {
+            for (gk, &(sv, j, active)) in bg.iter_mut().zip(&c.splits[rows[row]]) {
+                if let Some(z) = vals[sv].as_deref() {
+                    let zj = z[row * g.values[sv].numel() + j];
+                    *gk = if active { -zj } else { zj };
+                }
+            }
+        }
+    }
+    (grads, beta_grads)
 }

@@ -134,6 +134,9 @@ pub struct Crown<'g> {
     act_err: f64,
     /// Also concretise at activation outputs (with `intersect_ibp`; plain CROWN does not).
     early: bool,
+    /// Split constraints of each domain, `(value, element, active)`, in the order their
+    /// Lagrange multipliers ([`Betas`]) follow.
+    pub splits: Vec<Vec<(ValueId, usize, bool)>>,
 }
 
 /// Output of one backward pass.
@@ -160,6 +163,10 @@ pub struct Record {
 
 /// Lower slopes per activation node (indexed by node), `rows x numel`, for alpha-CROWN.
 pub type Alphas = Vec<Option<Vec<f64>>>;
+
+/// Lagrange multipliers (beta-CROWN) per row, one per split constraint of the row's domain in
+/// the order of [`Crown::splits`]; each must be `>= 0`.
+pub type Betas = Vec<Vec<f64>>;
 
 impl<'g> Crown<'g> {
     /// Bounds of every value of `g` over the input boxes `input` (`domains` of them).
@@ -211,7 +218,13 @@ impl<'g> Crown<'g> {
             terms_total,
             act_err: rnd.activation_err(),
             early: cfg.intersect_ibp,
+            splits: vec![Vec::new(); domains],
         };
+        if let Some(sd) = seeds {
+            for &(v, d, j, active) in &sd.splits {
+                c.splits[d].push((v, j, active));
+            }
+        }
         c.bounds[g.input] = Some(input);
         for (idx, node) in g.nodes.iter().enumerate() {
             let ib = {
@@ -371,7 +384,7 @@ impl<'g> Crown<'g> {
                         })
                         .collect()
                 });
-                self.pass(v, a0, &rows[start..end], al.as_ref(), rec)
+                self.pass(v, a0, &rows[start..end], al.as_ref(), None, rec)
             })
             .collect();
         let mut out = Pass {
@@ -396,12 +409,19 @@ impl<'g> Crown<'g> {
     }
 
     /// One backward pass from value `v` with coefficients `a0` (`rows x numel(v)`).
+    ///
+    /// With `betas`, each split constraint `s z_j >= 0` of a row's domain (`s = +1` active,
+    /// `-1` inactive) adds `-beta s z_j` to the objective where the pass reaches `z`. On the
+    /// domain that term is `<= 0`, so a lower bound of the sum over the relaxation bounds the
+    /// objective there (weak duality); the split thus constrains the input, not only its own
+    /// neuron's relaxation.
     pub fn pass(
         &self,
         v: ValueId,
         a0: Vec<f64>,
         rows: &[usize],
         alphas: Option<&Alphas>,
+        betas: Option<&Betas>,
         rec: Record,
     ) -> Pass {
         let g = self.g;
@@ -433,6 +453,9 @@ impl<'g> Crown<'g> {
                 // Concretising here, on the activation's interval bounds, is as sound as
                 // going on: on thin boxes it can beat the relaxations below it.
                 self.concretize_early(&coef, &bias, &mag, rows, &mut early);
+            }
+            if let Some(bs) = betas {
+                self.inject_betas(out, n, rows, bs, &mut coef[out]);
             }
             let Some(a) = coef[out].take() else { continue };
             if let Some(e) = &self.errs[out] {
@@ -508,6 +531,26 @@ impl<'g> Crown<'g> {
             plain,
             at_activation,
             at_input: if rec.input { at_input } else { None },
+        }
+    }
+
+    /// Add each row's split terms on value `out` (`n` elements) to its coefficients.
+    fn inject_betas(
+        &self,
+        out: ValueId,
+        n: usize,
+        rows: &[usize],
+        betas: &Betas,
+        coef: &mut Option<Vec<f64>>,
+    ) {
+        for (row, &d) in rows.iter().enumerate() {
+            for (&(sv, j, active), &b) in self.splits[d].iter().zip(&betas[row]) {
+                if sv != out || b == 0.0 {
+                    continue;
+                }
+                let a = coef.get_or_insert_with(|| vec![0.0; rows.len() * n]);
+                a[row * n + j] += if active { -b } else { b };
+            }
         }
     }
 

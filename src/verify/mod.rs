@@ -216,6 +216,8 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     let input_split = opts
         .bab
         .is_some_and(|b| g.input_numel() <= b.input_split_dims);
+    // Per open region, the LP stage's bounds of every value (seeds for branch and bound).
+    let mut lp_bounds: Vec<Option<Vec<Option<Intervals>>>> = vec![None; spec.regions.len()];
     if let (Some(limits), Method::AlphaCrown, false) = (&opts.lp, opts.method, input_split) {
         open_all = open_all
             .into_iter()
@@ -225,7 +227,7 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
                     let now = Instant::now();
                     now + d.saturating_duration_since(now) / 3
                 });
-                let left = lp_stage(
+                let LpStage { left, bounds } = lp_stage(
                     net,
                     &spec.regions[ri],
                     &ks,
@@ -234,6 +236,7 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
                     lp_deadline,
                     &mut report,
                 );
+                lp_bounds[ri] = bounds;
                 if left.is_empty() {
                     report.regions_proved += 1;
                     None
@@ -257,7 +260,8 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     };
     let mut undecided = None;
     for (ri, ks) in open_all {
-        let (out, st) = bab::run(net, &spec.regions[ri], ri, ks, opts, bcfg, deadline);
+        let root = lp_bounds[ri].take();
+        let (out, st) = bab::run(net, &spec.regions[ri], ri, ks, root, opts, bcfg, deadline);
         report.bab.domains += st.domains;
         report.bab.iterations += st.iterations;
         report.bab.max_open = report.bab.max_open.max(st.max_open);
@@ -278,9 +282,18 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     finish(report, undecided.unwrap_or(Verdict::Verified))
 }
 
+/// Result of [`lp_stage`] on one region.
+struct LpStage {
+    /// Disjuncts still open.
+    left: Vec<usize>,
+    /// Bounds of every value after LP tightening (sound on the region), to seed branch and
+    /// bound; `None` when the network is too large for the limits.
+    bounds: Option<Vec<Option<Intervals>>>,
+}
+
 /// LP stage on one region: layer-wise LP tightening of the undecided neurons, then LP on the
-/// constraints of the open disjuncts. Returns the disjuncts still open (all of them when the
-/// network is too large for the limits or the solver fails).
+/// constraints of the open disjuncts. All disjuncts stay open when the network is too large for
+/// the limits or the solver fails; the layers tightened before a time limit are kept.
 fn lp_stage(
     net: &Network,
     region: &Region,
@@ -289,7 +302,7 @@ fn lp_stage(
     limits: &crate::lp::LpLimits,
     deadline: Option<Instant>,
     report: &mut VerifyReport,
-) -> Vec<usize> {
+) -> LpStage {
     let g = &net.analysis;
     let cfg = crown::CrownConfig {
         mode: opts.fp_mode,
@@ -297,8 +310,14 @@ fn lp_stage(
         ..Default::default()
     };
     let input = Intervals::new(region.lower.clone(), region.upper.clone());
+    let Ok(c) = crate::lp::tighten_layers(g, input, cfg, limits) else {
+        return LpStage {
+            left: open.to_vec(),
+            bounds: None,
+        };
+    };
+    let bounds = Some(c.domain_bounds(0));
     let run = || -> Result<Vec<usize>, crate::lp::LpError> {
-        let c = crate::lp::tighten_layers(g, input, cfg, limits)?;
         let enc = crate::lp::Encoding::new(&c, 0, limits.max_nnz)?;
         let owner: Vec<(usize, usize)> = open
             .iter()
@@ -321,7 +340,7 @@ fn lp_stage(
             .filter(|k| !refuted_k.contains(k))
             .collect())
     };
-    match run() {
+    let left = match run() {
         Ok(left) => {
             let n = open.len() - left.len();
             report.proved_by[3] += n;
@@ -329,7 +348,8 @@ fn lp_stage(
             left
         }
         Err(_) => open.to_vec(),
-    }
+    };
+    LpStage { left, bounds }
 }
 
 /// Run IBP, CROWN and alpha-CROWN on a batch of regions; returns the disjuncts left open.
