@@ -103,8 +103,8 @@ struct ReluDomain {
     open: Vec<usize>,
     /// The parent's bounds of every value (valid on this domain).
     seeds: Arc<Vec<Option<Intervals>>>,
-    /// The parent's optimised slopes and multipliers per row (warm start), if kept.
-    warm: Option<Arc<RowWarm>>,
+    /// The parent's optimised slopes and multipliers per row (warm start; empty at the root).
+    warm: Arc<RowWarm>,
 }
 
 /// Objective rows of a batch: for each domain, every constraint of every open disjunct.
@@ -166,7 +166,7 @@ struct Bounded {
 
 /// Bound a batch: CROWN rows (recording what `rec` asks), then alpha-CROWN (beta-CROWN on
 /// domains with splits) on rows whose disjunct is still open, each row starting from
-/// `warm[domain]`'s parameters for it where given.
+/// `warm[domain]`'s parameters for it where given (`warm` may be empty).
 fn bound_batch(
     c: &Crown,
     region: &Region,
@@ -174,7 +174,7 @@ fn bound_batch(
     opts: &VerifyOptions,
     rec: Record,
     deadline: Option<Instant>,
-    warm: &[Option<&RowWarm>],
+    warm: &[&RowWarm],
 ) -> Bounded {
     let g = c.g;
     let (doms, owner) = rows_for(region, opens);
@@ -201,7 +201,7 @@ fn bound_batch(
             .iter()
             .map(|&r| {
                 let (b, k, ci) = owner[r];
-                let w = warm.get(b).copied().flatten()?;
+                let w = warm.get(b)?;
                 w.iter().find(|e| e.0 == (k, ci)).map(|e| &e.1)
             })
             .collect();
@@ -829,7 +829,7 @@ fn relu_split(
         splits: Vec::new(),
         open,
         seeds: root_seeds,
-        warm: None,
+        warm: Arc::new(Vec::new()),
     }];
     let mut attack_round = 0u64;
     while !stack.is_empty() {
@@ -883,7 +883,7 @@ fn relu_split(
         };
         let c = Crown::build(g, input, nb, crown_cfg(opts, deadline), Some(&seeds));
         let opens: Vec<&[usize]> = batch.iter().map(|d| &d.open[..]).collect();
-        let warm_in: Vec<Option<&RowWarm>> = batch.iter().map(|d| d.warm.as_deref()).collect();
+        let warm_in: Vec<&RowWarm> = batch.iter().map(|d| &*d.warm).collect();
         let Bounded {
             mut open,
             pass,
@@ -966,7 +966,7 @@ fn relu_split(
                 return (BabOutcome::Unknown, stats);
             };
             let seeds = Arc::new(c.domain_bounds(b));
-            let kid_warm = Some(Arc::new(std::mem::take(&mut warm[b])));
+            let kid_warm = Arc::new(std::mem::take(&mut warm[b]));
             for active in [false, true] {
                 let mut splits = d.splits.clone();
                 splits.push((v, j, active));

@@ -287,7 +287,7 @@ struct LpStage {
     /// Disjuncts still open.
     left: Vec<usize>,
     /// Bounds of every value after LP tightening (sound on the region), to seed branch and
-    /// bound; `None` when the network is too large for the limits.
+    /// bound; `None` when the network is too large for the limits or nothing is left open.
     bounds: Option<Vec<Option<Intervals>>>,
 }
 
@@ -316,7 +316,6 @@ fn lp_stage(
             bounds: None,
         };
     };
-    let bounds = Some(c.domain_bounds(0));
     let run = || -> Result<Vec<usize>, crate::lp::LpError> {
         let enc = crate::lp::Encoding::new(&c, 0, limits.max_nnz)?;
         let owner: Vec<(usize, usize)> = open
@@ -349,6 +348,7 @@ fn lp_stage(
         }
         Err(_) => open.to_vec(),
     };
+    let bounds = (!left.is_empty()).then(|| c.domain_bounds(0));
     LpStage { left, bounds }
 }
 
