@@ -99,6 +99,14 @@ pub fn linear<T: Scalar>(l: &Linear, w: &[T], bias: Option<&[T]>, x: &[T], batch
         }
     }
     if let Some(b) = bias {
+        if l.inner == 1 {
+            for row in y.chunks_exact_mut(l.p) {
+                for (v, &bp) in row.iter_mut().zip(b) {
+                    *v += bp;
+                }
+            }
+            return y;
+        }
         for row in y.chunks_exact_mut(l.p * l.inner) {
             for (pp, seg) in row.chunks_exact_mut(l.inner).enumerate() {
                 let bp = b[pp];
@@ -109,6 +117,99 @@ pub fn linear<T: Scalar>(l: &Linear, w: &[T], bias: Option<&[T]>, x: &[T], batch
         }
     }
     y
+}
+
+/// Transposed linear layer `G_in[o, k, i] = sum_p W[p, k] G[o, p, i]` for `batch` rows of
+/// `G` (the reverse mode, and CROWN's coefficients through the layer).
+pub fn linear_t<T: Scalar>(l: &Linear, w: &[T], go: &[T], batch: usize) -> Vec<T> {
+    let rows = batch * l.outer;
+    let mut gi = vec![T::ZERO; rows * l.k * l.inner];
+    if l.inner == 1 {
+        gemm(
+            rows,
+            l.p,
+            l.k,
+            go,
+            (l.p, 1),
+            w,
+            (l.k, 1),
+            &mut gi,
+            (l.k, 1),
+            false,
+        );
+    } else {
+        let (os, is) = (l.p * l.inner, l.k * l.inner);
+        for blk in 0..rows {
+            gemm(
+                l.k,
+                l.p,
+                l.inner,
+                w,
+                (1, l.k),
+                &go[blk * os..(blk + 1) * os],
+                (l.inner, 1),
+                &mut gi[blk * is..(blk + 1) * is],
+                (l.inner, 1),
+                false,
+            );
+        }
+    }
+    gi
+}
+
+/// Bytes of column scratch per chunk of the transposed convolution.
+const COL_BUDGET: usize = 64 << 20;
+
+/// Transposed convolution: one GEMM per group (`cols = W_g^T G_g`), then the adjoint of
+/// im2col scatters the columns back onto the input positions.
+pub fn conv_t<T: Scalar>(c: &Conv, w: &[T], go: &[T], batch: usize) -> Vec<T> {
+    let wn = &c.win;
+    let images = batch * wn.n;
+    let (cg, mg) = (wn.c / c.group, c.m / c.group);
+    let ckk = cg * wn.kh * wn.kw;
+    let ohw = wn.oh * wn.ow;
+    let in_img = wn.c * wn.h * wn.w;
+    let out_img = c.m * ohw;
+    let mut gi = vec![T::ZERO; images * in_img];
+    let per_image = ((ckk + mg) * ohw).max(1) * std::mem::size_of::<T>();
+    let chunk = (COL_BUDGET / per_image).clamp(1, images.max(1));
+    let mut at = vec![T::ZERO; mg * ohw * chunk];
+    let mut cols = vec![T::ZERO; ckk * ohw * chunk];
+    for start in (0..images).step_by(chunk) {
+        let nimg = chunk.min(images - start);
+        let ncol = nimg * ohw;
+        for grp in 0..c.group {
+            for mm in 0..mg {
+                for i in 0..nimg {
+                    let src = &go[(start + i) * out_img + (grp * mg + mm) * ohw..][..ohw];
+                    at[mm * ncol + i * ohw..mm * ncol + (i + 1) * ohw].copy_from_slice(src);
+                }
+            }
+            gemm(
+                ckk,
+                mg,
+                ncol,
+                &w[grp * mg * ckk..(grp + 1) * mg * ckk],
+                (1, ckk),
+                &at[..mg * ncol],
+                (ncol, 1),
+                &mut cols[..ckk * ncol],
+                (ncol, 1),
+                false,
+            );
+            col2im_add(
+                wn,
+                &cols[..ckk * ncol],
+                start,
+                nimg,
+                grp * cg,
+                cg,
+                in_img,
+                &mut gi,
+            );
+        }
+    }
+    gi
 }
 
 /// Bytes of im2col scratch per chunk; bounds memory for large batches of small images.
@@ -206,15 +307,75 @@ fn im2col<T: Scalar>(
                         drow[..ox0].fill(T::ZERO);
                         drow[ox1..].fill(T::ZERO);
                         let start = iy as usize * wn.w + ox0 * wn.sw + b * wn.dw - wn.pw;
-                        let src = plane[start..].iter().step_by(wn.sw);
-                        for (d, &v) in drow[ox0..ox1].iter_mut().zip(src) {
-                            *d = v;
+                        if wn.sw == 1 {
+                            // Unit stride: one contiguous copy (vectorised).
+                            drow[ox0..ox1].copy_from_slice(&plane[start..start + ox1 - ox0]);
+                        } else {
+                            let src = plane[start..].iter().step_by(wn.sw);
+                            for (d, &v) in drow[ox0..ox1].iter_mut().zip(src) {
+                                *d = v;
+                            }
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// Adjoint of im2col: add every column entry back onto the input position it was read from.
+#[allow(clippy::too_many_arguments)]
+pub fn col2im_add<T: Scalar>(
+    wn: &Window,
+    cols: &[T],
+    first: usize,
+    nimg: usize,
+    c0: usize,
+    cg: usize,
+    in_img: usize,
+    out: &mut [T],
+) {
+    let ohw = wn.oh * wn.ow;
+    let ncol = nimg * ohw;
+    for ci in 0..cg {
+        for ka in 0..wn.kh {
+            for kb in 0..wn.kw {
+                let row = (ci * wn.kh + ka) * wn.kw + kb;
+                let src_row = &cols[row * ncol..(row + 1) * ncol];
+                let Some((ox0, ox1)) = tap_range(ox_params(wn, kb)) else {
+                    continue;
+                };
+                let off = (ox0 * wn.sw + kb * wn.dw) as isize - wn.pw as isize;
+                for i in 0..nimg {
+                    let base = (first + i) * in_img + (c0 + ci) * wn.h * wn.w;
+                    let src = &src_row[i * ohw..(i + 1) * ohw];
+                    for oy in 0..wn.oh {
+                        let iy = (oy * wn.sh + ka * wn.dh) as isize - wn.ph as isize;
+                        if iy < 0 || iy >= wn.h as isize {
+                            continue;
+                        }
+                        let start = base + iy as usize * wn.w + off as usize;
+                        let s = &src[oy * wn.ow + ox0..oy * wn.ow + ox1];
+                        if wn.sw == 1 {
+                            // Unit stride: contiguous, the same additions vectorised.
+                            for (d, &v) in out[start..start + s.len()].iter_mut().zip(s) {
+                                *d += v;
+                            }
+                        } else {
+                            for (d, &v) in out[start..].iter_mut().step_by(wn.sw).zip(s) {
+                                *d += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `(out size, stride, kernel offset, padding, in size)` of the horizontal taps of column `kb`.
+fn ox_params(wn: &Window, kb: usize) -> (usize, usize, usize, usize, usize) {
+    (wn.ow, wn.sw, kb * wn.dw, wn.pw, wn.w)
 }
 
 /// The range `[o0, o1)` of output positions whose tap `o * stride + koff - pad` lands inside

@@ -4,6 +4,7 @@
 //! smoothing) goes through [`forward`], so a counterexample is always re-checked by this one
 //! implementation.
 
+pub mod grad;
 pub mod kernels;
 
 use crate::ir::{BinaryKind, Graph, Node, Op, Param};

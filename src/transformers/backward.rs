@@ -310,41 +310,7 @@ pub fn linear_step(g: &Graph, node: &Node, a: &[f64], r: usize) -> Option<Back> 
 }
 
 fn linear_back(l: &Linear, a: &[f64], r: usize, out_n: usize) -> Back {
-    let in_n = l.outer * l.k * l.inner;
-    let mut ain = vec![0.0; r * in_n];
-    let w = &l.weight.f64;
-    if l.inner == 1 {
-        // A_in[rows*outer, k] = A[rows*outer, p] W[p, k].
-        kernels::gemm(
-            r * l.outer,
-            l.p,
-            l.k,
-            a,
-            (l.p, 1),
-            w,
-            (l.k, 1),
-            &mut ain,
-            (l.k, 1),
-            false,
-        );
-    } else {
-        let (as_, is_) = (l.p * l.inner, l.k * l.inner);
-        for blk in 0..r * l.outer {
-            // A_in[k, inner] = W^T[k, p] A[p, inner].
-            kernels::gemm(
-                l.k,
-                l.p,
-                l.inner,
-                w,
-                (1, l.k),
-                &a[blk * as_..(blk + 1) * as_],
-                (l.inner, 1),
-                &mut ain[blk * is_..(blk + 1) * is_],
-                (l.inner, 1),
-                false,
-            );
-        }
-    }
+    let ain = kernels::linear_t(l, &l.weight.f64, a, r);
     let mut bias = vec![0.0; r];
     let mut mag = vec![0.0; r];
     if let Some(b) = &l.bias {
@@ -377,58 +343,9 @@ fn linear_back(l: &Linear, a: &[f64], r: usize, out_n: usize) -> Back {
     }
 }
 
-/// Bytes of column scratch per chunk of the transposed convolution.
-const COL_BUDGET: usize = 64 << 20;
-
 fn conv_back(c: &Conv, a: &[f64], r: usize, out_n: usize) -> Back {
-    let wn = &c.win;
-    let images = r * wn.n;
-    let (cg, mg) = (wn.c / c.group, c.m / c.group);
-    let ckk = cg * wn.kh * wn.kw;
-    let ohw = wn.oh * wn.ow;
-    let in_img = wn.c * wn.h * wn.w;
-    let out_img = c.m * ohw;
-    let mut ain = vec![0.0; images * in_img];
-    let chunk = (COL_BUDGET / (8 * (ckk + mg) * ohw).max(1)).clamp(1, images.max(1));
-    let mut at = vec![0.0; mg * ohw * chunk];
-    let mut cols = vec![0.0; ckk * ohw * chunk];
-    let w = &c.weight.f64;
-    for start in (0..images).step_by(chunk) {
-        let nimg = chunk.min(images - start);
-        let ncol = nimg * ohw;
-        for g in 0..c.group {
-            // Gather the group's output coefficients as [mg, nimg * ohw].
-            for mm in 0..mg {
-                for i in 0..nimg {
-                    let src = &a[(start + i) * out_img + (g * mg + mm) * ohw..][..ohw];
-                    at[mm * ncol + i * ohw..mm * ncol + (i + 1) * ohw].copy_from_slice(src);
-                }
-            }
-            // cols[ckk, ncol] = W_g^T[ckk, mg] At[mg, ncol].
-            kernels::gemm(
-                ckk,
-                mg,
-                ncol,
-                &w[g * mg * ckk..(g + 1) * mg * ckk],
-                (1, ckk),
-                &at[..mg * ncol],
-                (ncol, 1),
-                &mut cols[..ckk * ncol],
-                (ncol, 1),
-                false,
-            );
-            col2im_add(
-                wn,
-                &cols[..ckk * ncol],
-                start,
-                nimg,
-                g * cg,
-                cg,
-                in_img,
-                &mut ain,
-            );
-        }
-    }
+    let ohw = c.win.oh * c.win.ow;
+    let ain = kernels::conv_t(c, &c.weight.f64, a, r);
     let mut bias = vec![0.0; r];
     let mut mag = vec![0.0; r];
     if let Some(b) = &c.bias {
@@ -454,54 +371,6 @@ fn conv_back(c: &Conv, a: &[f64], r: usize, out_n: usize) -> Back {
         bias,
         mag,
     }
-}
-
-/// Adjoint of im2col: add every column entry back onto the input position it was read from.
-#[allow(clippy::too_many_arguments)]
-fn col2im_add(
-    wn: &crate::ir::Window,
-    cols: &[f64],
-    first: usize,
-    nimg: usize,
-    c0: usize,
-    cg: usize,
-    in_img: usize,
-    out: &mut [f64],
-) {
-    let ohw = wn.oh * wn.ow;
-    let ncol = nimg * ohw;
-    for ci in 0..cg {
-        for ka in 0..wn.kh {
-            for kb in 0..wn.kw {
-                let row = (ci * wn.kh + ka) * wn.kw + kb;
-                let src_row = &cols[row * ncol..(row + 1) * ncol];
-                let Some((ox0, ox1)) = kernels::tap_range(ox_params(wn, kb)) else {
-                    continue;
-                };
-                let off = (ox0 * wn.sw + kb * wn.dw) as isize - wn.pw as isize;
-                for i in 0..nimg {
-                    let base = (first + i) * in_img + (c0 + ci) * wn.h * wn.w;
-                    let src = &src_row[i * ohw..(i + 1) * ohw];
-                    for oy in 0..wn.oh {
-                        let iy = (oy * wn.sh + ka * wn.dh) as isize - wn.ph as isize;
-                        if iy < 0 || iy >= wn.h as isize {
-                            continue;
-                        }
-                        let start = base + iy as usize * wn.w + off as usize;
-                        let dst = out[start..].iter_mut().step_by(wn.sw);
-                        for (d, &v) in dst.zip(&src[oy * wn.ow + ox0..oy * wn.ow + ox1]) {
-                            *d += v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `(out size, stride, kernel offset, padding, in size)` of the horizontal taps of column `kb`.
-fn ox_params(wn: &crate::ir::Window, kb: usize) -> (usize, usize, usize, usize, usize) {
-    (wn.ow, wn.sw, kb * wn.dw, wn.pw, wn.w)
 }
 
 fn add_sub_back(

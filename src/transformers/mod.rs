@@ -6,4 +6,3 @@
 pub mod backward;
 pub mod ibp;
 pub mod relax;
-pub mod vjp;

@@ -14,7 +14,7 @@ use crate::domain::{FpMode, Intervals};
 use crate::eval;
 use crate::network::Network;
 use crate::spec::Region;
-use crate::transformers::vjp;
+use crate::eval::grad;
 use std::time::Instant;
 
 /// Settings of the attack.
@@ -264,7 +264,7 @@ pub fn pgd(
                 }
             }
         }
-        let gx = vjp::input_gradient(g, &vals, g.output, gy, n);
+        let gx = grad::input_gradient(g, &vals, g.output, gy, n);
         for s in 0..n {
             for i in 0..ni {
                 let k = s * ni + i;
