@@ -1,9 +1,10 @@
 //! ferrocert: sound analysis of neural networks (bounds, verification, smoothing, scanning).
 //!
 //! Data flows one way: [`onnx`] -> [`ir`] -> [`eval`] and the [`transformers`] over the
-//! [`domain`] -> analyses ([`bounds`], [`verify`]) -> [`report`]. The binary (`src/main.rs`)
+//! [`domain`] -> analyses ([`bounds`], [`verify`], [`smoothing`], [`scan`]) -> [`report`]. The binary (`src/main.rs`)
 //! only parses arguments and calls [`commands`].
 
+pub mod alloc;
 pub mod bounds;
 pub mod commands;
 pub mod data;
@@ -14,6 +15,7 @@ pub mod lp;
 pub mod network;
 pub mod onnx;
 pub mod report;
+pub mod scan;
 pub mod smoothing;
 pub mod spec;
 pub mod tensor;

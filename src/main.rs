@@ -2,7 +2,9 @@
 //! (0 verified/success, 1 falsified or findings, 2 error, 3 unknown or timeout).
 
 use clap::{Parser, Subcommand};
-use ferrocert::commands::{self, BoundsArgs, InspectArgs, RunArgs, SmoothArgs, VerifyArgs};
+use ferrocert::commands::{
+    self, BoundsArgs, InspectArgs, RunArgs, ScanArgs, SmoothArgs, VerifyArgs,
+};
 
 /// Sound verification and certification of neural networks (ONNX + VNN-LIB).
 #[derive(Parser)]
@@ -24,9 +26,13 @@ enum Command {
     Run(RunArgs),
     /// Certify L2 robustness radii of a classifier by randomized smoothing (Cohen et al. 2019).
     Smooth(SmoothArgs),
+    /// Scan a classifier for backdoor triggers (Neural Cleanse) and bound what any k x k patch
+    /// stamp can achieve (certified); exit 1 when a label is flagged.
+    Scan(ScanArgs),
 }
 
 fn main() {
+    ferrocert::alloc::tune();
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     let res: anyhow::Result<i32> = match &cli.command {
@@ -35,6 +41,7 @@ fn main() {
         Command::Verify(a) => commands::verify_cmd(a, &mut stdout).map_err(Into::into),
         Command::Run(a) => commands::run(a, &mut stdout).map_err(Into::into),
         Command::Smooth(a) => commands::smooth(a, &mut stdout).map_err(Into::into),
+        Command::Scan(a) => commands::scan(a, &mut stdout).map_err(Into::into),
     };
     let code = match res {
         Ok(c) => c,

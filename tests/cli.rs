@@ -172,9 +172,28 @@ fn run_on_the_bundled_instances_is_resumable_and_never_wrong() {
 
 #[test]
 fn help_is_available_for_every_subcommand() {
-    for sub in ["inspect", "bounds", "verify", "run"] {
+    // Every subcommand the top-level help lists (so a new one cannot be skipped).
+    let (code, top, _) = common::ferrocert(&["--help"]);
+    assert_eq!(code, 0);
+    let subs: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|s| s != "help")
+        .collect();
+    for want in ["inspect", "bounds", "verify", "run", "smooth", "scan"] {
+        assert!(
+            subs.iter().any(|s| s == want),
+            "{want} missing from --help: {top}"
+        );
+    }
+    for sub in &subs {
         let (code, out, _) = common::ferrocert(&[sub, "--help"]);
-        assert_eq!(code, 0);
+        assert_eq!(code, 0, "{sub} --help");
         assert!(out.contains("Usage"), "{sub}: {out}");
     }
+    let (_, scan, _) = common::ferrocert(&["scan", "--help"]);
+    assert!(scan.contains("Exit code 0: no label flagged"), "{scan}");
 }

@@ -162,13 +162,22 @@ fn affine_by_constants() {
     let bb = b.init(&[2], &[0.1, 0.2]);
     let mean = b.init(&[2], &[0.3, -0.4]);
     let var = b.init(&[2], &[0.5, 2.0]);
-    let y = b.node("BatchNormalization", &["input", &sc, &bb, &mean, &var], vec![]);
+    let y = b.node(
+        "BatchNormalization",
+        &["input", &sc, &bb, &mean, &var],
+        vec![],
+    );
     check_both("BatchNorm", b, &y, &["Affine"], 41);
 }
 
 #[test]
 fn binary_of_two_network_values_with_broadcasting() {
-    for (op, fam) in [("Add", "Add"), ("Sub", "Sub"), ("Mul", "Mul"), ("Div", "Div")] {
+    for (op, fam) in [
+        ("Add", "Add"),
+        ("Sub", "Sub"),
+        ("Mul", "Mul"),
+        ("Div", "Div"),
+    ] {
         let mut r = Rng(5);
         let mut b = ModelBuilder::new(&[1, 2, 3], 13);
         // A second operand of shape [1, 1, 3] (broadcast over the middle axis).
@@ -213,7 +222,11 @@ fn every_activation() {
 fn selections_views_and_constants() {
     let mut r = Rng(7);
     let mut b = ModelBuilder::new(&[1, 2, 3, 4], 13);
-    let x = b.node("Transpose", &["input"], vec![attr_ints("perm", &[0, 3, 1, 2])]);
+    let x = b.node(
+        "Transpose",
+        &["input"],
+        vec![attr_ints("perm", &[0, 3, 1, 2])],
+    );
     let p = b.init_i64(&[8], &[0, 0, 1, 0, 0, 1, 0, 2]);
     let v = b.init(&[], &[0.25]);
     let x = b.node("Pad", &[&x, &p, &v], vec![]);
@@ -230,16 +243,19 @@ fn selections_views_and_constants() {
     let x = b.node("Concat", &[&x, &c, &x], vec![attr_int("axis", 1)]);
     let shape = b.init_i64(&[3], &[1, 3, -1]);
     let y = b.node("Reshape", &[&x, &shape], vec![]);
-    check_both("Select/Reshape/Const", b, &y, &["Select", "Reshape", "Const"], 70);
+    check_both(
+        "Select/Reshape/Const",
+        b,
+        &y,
+        &["Select", "Reshape", "Const"],
+        70,
+    );
 }
 
 #[test]
 fn a_deep_mixed_network_and_the_digits_models() {
-    let (m, desc) = common::netgen::random_model(
-        &[9, 2, 11, 12, 8, 14, 0, 5, 15, 6, 0],
-        true,
-        1234,
-    );
+    let (m, desc) =
+        common::netgen::random_model(&[9, 2, 11, 12, 8, 14, 0, 5, 15, 6, 0], true, 1234);
     let g = common::netgen::import(&m);
     check(&format!("random network {desc}"), &g, &["Conv"], 80);
     for model in ["digits_mlp", "digits_cnn"] {

@@ -2,9 +2,11 @@
 //! stdout, and returns the process exit code. `src/main.rs` only parses and dispatches.
 
 pub mod batch_cmd;
+pub mod scan_cmd;
 pub mod smooth_cmd;
 
 pub use batch_cmd::{RunArgs, run};
+pub use scan_cmd::{ScanArgs, scan};
 pub use smooth_cmd::{SmoothArgs, smooth};
 
 use crate::bounds::{self, Method};
@@ -77,6 +79,16 @@ fn load_spec_for(path: &Path, net: &Network) -> Result<Spec, Error> {
             source,
         })?;
     Ok(s)
+}
+
+/// SHA-256 of a file, naming the file in any error.
+pub(crate) fn file_sha(path: &Path) -> Result<String, Error> {
+    sha256_file(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+}
+
+/// Read a `.npy` array (the error names the file).
+pub(crate) fn read_npy(path: &Path) -> Result<crate::data::npy::Array, Error> {
+    crate::data::npy::read(path).map_err(|e| Error::Io(e.to_string()))
 }
 
 fn write_out(out: &mut dyn Write, s: &str) -> Result<(), Error> {

@@ -1,14 +1,12 @@
 //! `ferrocert smooth`: randomized-smoothing certification of every item of a `.npy` data set.
 
-use super::{Error, load_network};
-use crate::data::npy;
-use crate::onnx::sha256_file;
+use super::{Error, file_sha as sha, load_network, read_npy};
 use crate::report::{SCHEMA_VERSION, TOOL_VERSION};
 use crate::smoothing::{self, Dataset, Mode, SmoothConfig, SmoothError};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Arguments of `ferrocert smooth`.
@@ -61,14 +59,6 @@ pub struct SmoothArgs {
 
 fn smooth_err(e: SmoothError) -> Error {
     Error::Usage(e.to_string())
-}
-
-fn read_npy(path: &Path) -> Result<npy::Array, Error> {
-    npy::read(path).map_err(|e| Error::Io(e.to_string()))
-}
-
-fn sha(path: &Path) -> Result<String, Error> {
-    sha256_file(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
 /// Run `smooth`.

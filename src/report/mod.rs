@@ -1,4 +1,6 @@
-//! Report renderers: VNN-COMP result files and JSON documents.
+//! Report renderers: VNN-COMP result files and JSON documents; PNG pictures ([`png`]).
+
+pub mod png;
 
 use crate::verify::Verdict;
 use std::fmt::Write as _;

@@ -12,9 +12,9 @@ use super::Counterexample;
 use crate::bounds::{self, linear_min};
 use crate::domain::{FpMode, Intervals};
 use crate::eval;
+use crate::eval::grad;
 use crate::network::Network;
 use crate::spec::Region;
-use crate::eval::grad;
 use std::time::Instant;
 
 /// Settings of the attack.
