@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# Installs what the build needs beyond the Rust toolchain: cmake and libclang (the `highs`
-# crate builds the HiGHS LP solver from source and generates its bindings with bindgen).
+# Installs what ferrocert needs beyond the Rust toolchain, with apt-get, only when missing:
+#   cmake, libclang-dev  the `highs` crate builds the HiGHS LP solver from source and
+#                        generates its bindings with bindgen;
+#   --test adds          libxml2-utils (xmllint: junit.xml against a JUnit XSD) and chromium
+#                        (renders report.html headless), which the test suite checks with.
 # Idempotent: does nothing when everything is present. Extra package names may be passed.
+#   scripts/install-deps.sh [--test] [PACKAGE ...]
 set -euo pipefail
+pkgs=(cmake libclang-dev)
+for a in "$@"; do
+  case "$a" in
+    --test) pkgs+=(libxml2-utils chromium) ;;
+    *) pkgs+=("$a") ;;
+  esac
+done
 need=()
-for pkg in cmake libclang-dev "$@"; do
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,6 +6,7 @@
 
 pub mod alloc;
 pub mod bounds;
+pub mod certify;
 pub mod commands;
 pub mod data;
 pub mod domain;
@@ -14,6 +15,7 @@ pub mod ir;
 pub mod lp;
 pub mod network;
 pub mod onnx;
+pub mod progress;
 pub mod report;
 pub mod scan;
 pub mod smoothing;

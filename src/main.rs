@@ -3,7 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use ferrocert::commands::{
-    self, BoundsArgs, InspectArgs, RunArgs, ScanArgs, SmoothArgs, VerifyArgs,
+    self, BoundsArgs, CertifyArgs, InspectArgs, RunArgs, ScanArgs, SchemaArgs, SmoothArgs,
+    VerifyArgs,
 };
 
 /// Sound verification and certification of neural networks (ONNX + VNN-LIB).
@@ -16,6 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Certify every model of a configuration (specs, robustness, smoothing, backdoor scan),
+    /// decide the gate and write the reports; exit 1 when the gate fails.
+    Certify(CertifyArgs),
     /// Describe a model: operators, shapes, parameter count, SHA-256.
     Inspect(InspectArgs),
     /// Bound every network output over the input regions of a VNN-LIB spec.
@@ -29,6 +33,8 @@ enum Command {
     /// Scan a classifier for backdoor triggers (Neural Cleanse) and bound what any k x k patch
     /// stamp can achieve (certified); exit 1 when a label is flagged.
     Scan(ScanArgs),
+    /// Print the JSON Schema of certify's report.json.
+    Schema(SchemaArgs),
 }
 
 fn main() {
@@ -36,6 +42,8 @@ fn main() {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     let res: anyhow::Result<i32> = match &cli.command {
+        Command::Certify(a) => commands::certify(a, &mut stdout).map_err(Into::into),
+        Command::Schema(a) => commands::schema(a, &mut stdout).map_err(Into::into),
         Command::Inspect(a) => commands::inspect(a, &mut stdout).map_err(Into::into),
         Command::Bounds(a) => commands::bounds(a, &mut stdout).map_err(Into::into),
         Command::Verify(a) => commands::verify_cmd(a, &mut stdout).map_err(Into::into),

@@ -2,7 +2,7 @@
 
 mod common;
 
-use ferrocert::commands::verify_files;
+use ferrocert::verify::files::verify_files;
 use ferrocert::verify::{Verdict, VerifyOptions};
 
 /// Rows of `reference/properties.csv` as maps from column to value.

@@ -2,20 +2,24 @@
 //! stdout, and returns the process exit code. `src/main.rs` only parses and dispatches.
 
 pub mod batch_cmd;
+pub mod certify_cmd;
 pub mod scan_cmd;
 pub mod smooth_cmd;
 
 pub use batch_cmd::{RunArgs, run};
+pub use certify_cmd::{CertifyArgs, SchemaArgs, certify, schema};
 pub use scan_cmd::{ScanArgs, scan};
 pub use smooth_cmd::{SmoothArgs, smooth};
 
 use crate::bounds::{self, Method};
 use crate::domain::{FpMode, Intervals};
 use crate::network::Network;
-use crate::onnx::{ImportError, sha256_file};
+use crate::onnx::sha256_file;
+use crate::report::model::{FileRef, SpecEvidence};
 use crate::report::{self, SCHEMA_VERSION, TOOL_VERSION};
-use crate::spec::{self, Spec, SpecError};
-use crate::verify::{self, Verdict, VerifyOptions};
+use crate::spec::Spec;
+use crate::verify::VerifyOptions;
+use crate::verify::files::{self, FileError};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,12 +29,10 @@ use thiserror::Error;
 /// Errors of the command layer (all map to exit code 2).
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Model { path: String, source: ImportError },
-    #[error("{path}:{source}")]
-    SpecSyntax { path: String, source: SpecError },
-    #[error("{path}: {source}")]
-    Spec { path: String, source: SpecError },
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Config(#[from] crate::certify::config::ConfigError),
     #[error("{0}")]
     Io(String),
     #[error("{0}")]
@@ -50,35 +52,12 @@ fn io_err(what: &str, e: std::io::Error) -> Error {
 
 /// Load a network, naming the file in any error.
 pub fn load_network(path: &Path) -> Result<Network, Error> {
-    Network::load(path).map_err(|source| Error::Model {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Parse a specification, naming the file in any error (`file:line:col: message`).
-pub fn load_spec(path: &Path) -> Result<Spec, Error> {
-    spec::parse_file(path).map_err(|source| match source {
-        SpecError::Syntax { .. } => Error::SpecSyntax {
-            path: path.display().to_string(),
-            source,
-        },
-        _ => Error::Spec {
-            path: path.display().to_string(),
-            source,
-        },
-    })
+    Ok(files::load_network(path)?)
 }
 
 /// Load a spec and check it against the network's input and output sizes.
 fn load_spec_for(path: &Path, net: &Network) -> Result<Spec, Error> {
-    let s = load_spec(path)?;
-    s.check_against(net.analysis.input_numel(), net.analysis.output_numel())
-        .map_err(|source| Error::Spec {
-            path: path.display().to_string(),
-            source,
-        })?;
-    Ok(s)
+    Ok(files::load_spec_for(path, net)?)
 }
 
 /// SHA-256 of a file, naming the file in any error.
@@ -89,6 +68,55 @@ pub(crate) fn file_sha(path: &Path) -> Result<String, Error> {
 /// Read a `.npy` array (the error names the file).
 pub(crate) fn read_npy(path: &Path) -> Result<crate::data::npy::Array, Error> {
     crate::data::npy::read(path).map_err(|e| Error::Io(e.to_string()))
+}
+
+/// One progress bar on stderr, restarted per stage (hidden when stderr is not a terminal);
+/// remembers when each stage started, for the timing line.
+pub(crate) struct StageBar(
+    indicatif::ProgressBar,
+    std::sync::Mutex<Vec<(String, std::time::Instant)>>,
+);
+
+impl StageBar {
+    /// A hidden-off-terminal bar with a stage name.
+    pub(crate) fn new() -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:<30} [{bar:30}] {pos}/{len} {elapsed} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        StageBar(bar, Default::default())
+    }
+
+    /// `name seconds` of every stage so far.
+    pub(crate) fn timings(&self) -> String {
+        let st = self.1.lock().map(|v| v.clone()).unwrap_or_default();
+        let now = std::time::Instant::now();
+        st.iter()
+            .enumerate()
+            .map(|(i, (n, t))| {
+                let end = st.get(i + 1).map_or(now, |x| x.1);
+                format!("{n} {:.2} s", (end - *t).as_secs_f64())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl crate::progress::Progress for StageBar {
+    fn stage(&self, name: &str, total: u64) {
+        if let Ok(mut v) = self.1.lock() {
+            v.push((name.to_string(), std::time::Instant::now()));
+        }
+        self.0.reset();
+        self.0.set_length(total);
+        self.0.set_message(name.to_string());
+    }
+    fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
 }
 
 fn write_out(out: &mut dyn Write, s: &str) -> Result<(), Error> {
@@ -335,48 +363,22 @@ pub struct VerifyArgs {
     /// Strongest bound method to try (each cheaper one runs first).
     #[arg(long, value_enum, default_value = "alpha-crown")]
     pub method: Method,
+    /// Print one JSON object (the same evidence `certify` reports) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// Result of one verification with timing, for the CLI and the batch runner.
-pub struct VerifyRun {
-    pub verdict: Verdict,
-    pub report: Option<verify::VerifyReport>,
-    pub elapsed: Duration,
-}
-
-/// Load, parse and verify; any failure becomes `Verdict::Error`.
-pub fn verify_files(
-    model: &Path,
-    spec_path: &Path,
-    opts: &VerifyOptions,
-) -> (VerifyRun, Option<Error>) {
-    let start = Instant::now();
-    let res = (|| {
-        let net = load_network(model)?;
-        let spec = load_spec_for(spec_path, &net)?;
-        verify::verify(&net, &spec, opts).map_err(|source| Error::Spec {
-            path: spec_path.display().to_string(),
-            source,
-        })
-    })();
-    match res {
-        Ok(r) => (
-            VerifyRun {
-                verdict: r.verdict.clone(),
-                report: Some(r),
-                elapsed: start.elapsed(),
-            },
-            None,
-        ),
-        Err(e) => (
-            VerifyRun {
-                verdict: Verdict::Error(e.to_string()),
-                report: None,
-                elapsed: start.elapsed(),
-            },
-            Some(e),
-        ),
-    }
+/// What `verify --json` prints: the header, the model, and the evidence `certify` records.
+#[derive(serde::Serialize)]
+struct VerifyDocument {
+    #[serde(flatten)]
+    header: report::Header,
+    model: FileRef,
+    fp_mode: FpMode,
+    method: Method,
+    elapsed_s: f64,
+    #[serde(flatten)]
+    evidence: SpecEvidence,
 }
 
 /// Run `verify`: the VNN-COMP word on the first line of stdout (and of the result file).
@@ -394,13 +396,38 @@ pub fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
         method: a.method,
         ..VerifyOptions::default()
     };
-    let (run, err) = verify_files(&a.model, &a.spec, &opts);
+    let (run, err) = files::verify_files(&a.model, &a.spec, &opts);
     if let Some(path) = &a.result_file {
         report::write_vnncomp_result(path, &run.verdict)
             .map_err(|e| io_err(&path.display().to_string(), e))?;
     }
     if let Some(e) = err {
-        return Err(e);
+        return Err(e.into());
+    }
+    if a.json {
+        let text = std::fs::read_to_string(&a.spec).unwrap_or_default();
+        let doc = VerifyDocument {
+            header: report::Header::new("verify"),
+            model: FileRef {
+                path: a.model.display().to_string(),
+                sha256: file_sha(&a.model)?,
+            },
+            fp_mode: opts.fp_mode,
+            method: a.method,
+            elapsed_s: run.elapsed.as_secs_f64(),
+            evidence: SpecEvidence::new(
+                FileRef {
+                    path: a.spec.display().to_string(),
+                    sha256: file_sha(&a.spec)?,
+                },
+                crate::spec::property_line(&text),
+                &run,
+                a.timeout,
+            ),
+        };
+        let s = serde_json::to_string_pretty(&doc).map_err(|e| Error::Io(e.to_string()))?;
+        write_out(out, &format!("{s}\n"))?;
+        return Ok(run.verdict.exit_code());
     }
     let mut s = report::vnncomp_result(&run.verdict);
     if let Some(r) = &run.report {

@@ -1,13 +1,12 @@
 //! `ferrocert scan`: backdoor scan of a classifier (trigger search, outlier test, certified
 //! patch bound).
 
-use super::{Error, file_sha as sha, load_network, read_npy};
+use super::{Error, StageBar, file_sha as sha, load_network, read_npy};
 use crate::bounds::Method;
 use crate::data::Dataset;
-use crate::report::{SCHEMA_VERSION, TOOL_VERSION, png};
-use crate::scan::{self, Progress, ScanConfig, ScanData, ScanResult};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use crate::report::{Header, png};
+use crate::scan::{self, ScanConfig, ScanData, ScanResult};
+use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -104,40 +103,6 @@ fn parse_range(s: &str) -> Result<(f64, f64), String> {
     }
 }
 
-/// One progress bar on stderr, restarted per stage (hidden when stderr is not a terminal);
-/// remembers when each stage started, for the timing line.
-struct Bar(ProgressBar, std::sync::Mutex<Vec<(String, Instant)>>);
-
-impl Bar {
-    /// `name seconds` of every stage so far.
-    fn timings(&self) -> String {
-        let st = self.1.lock().map(|v| v.clone()).unwrap_or_default();
-        let now = Instant::now();
-        st.iter()
-            .enumerate()
-            .map(|(i, (n, t))| {
-                let end = st.get(i + 1).map_or(now, |x| x.1);
-                format!("{n} {:.2} s", (end - *t).as_secs_f64())
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-impl Progress for Bar {
-    fn stage(&self, name: &str, total: u64) {
-        if let Ok(mut v) = self.1.lock() {
-            v.push((name.to_string(), Instant::now()));
-        }
-        self.0.reset();
-        self.0.set_length(total);
-        self.0.set_message(name.to_string());
-    }
-    fn inc(&self, n: u64) {
-        self.0.inc(n);
-    }
-}
-
 /// The scan's settings from the arguments.
 pub fn config(a: &ScanArgs) -> ScanConfig {
     let mut cfg = ScanConfig {
@@ -189,12 +154,7 @@ pub fn scan(a: &ScanArgs, out: &mut dyn Write) -> Result<i32, Error> {
         .num_threads(jobs)
         .build()
         .map_err(|e| Error::Io(format!("thread pool: {e}")))?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:<22} [{bar:30}] {pos}/{len} {elapsed} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let progress = Bar(bar, Default::default());
+    let progress = StageBar::new();
     let start = Instant::now();
     let res = pool
         .install(|| scan::scan(&sd, &cfg, &progress))
@@ -213,31 +173,28 @@ pub fn scan(a: &ScanArgs, out: &mut dyn Write) -> Result<i32, Error> {
         images = png::write_scan_images(dir, &res, ds.item(0), cfg.range)
             .map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
     }
-    let doc = json!({
-        "schema_version": SCHEMA_VERSION,
-        "tool_version": TOOL_VERSION,
-        "command": "scan",
-        "model": a.model.display().to_string(),
-        "model_sha256": net.sha256,
-        "data_file": a.data.display().to_string(),
-        "data_sha256": sha(&a.data)?,
-        "labels_file": a.labels.as_ref().map(|p| p.display().to_string()),
-        "labels_sha256": a.labels.as_deref().map(sha).transpose()?,
-        "seed": a.seed,
-        "data_scale": a.scale,
-        "parameters": cfg,
-        "method_class": {
-            "trigger_search": "empirical (Neural Cleanse optimisation; a small mask shows a trigger exists, none found proves nothing)",
-            "outlier_test": "empirical (median absolute deviation of the mask norms)",
-            "patch_bound": "proof (CROWN/alpha-CROWN, sound for the float32 network as deployed, any evaluation order)",
-            "patch_search": "empirical (PGD; every flipping patch re-checked by the concrete evaluator)",
+    let doc = ScanDocument {
+        header: Header::new("scan"),
+        model: a.model.display().to_string(),
+        model_sha256: net.sha256.clone(),
+        data_file: a.data.display().to_string(),
+        data_sha256: sha(&a.data)?,
+        labels_file: a.labels.as_ref().map(|p| p.display().to_string()),
+        labels_sha256: a.labels.as_deref().map(sha).transpose()?,
+        seed: a.seed,
+        data_scale: a.scale,
+        parameters: &cfg,
+        method_class: ScanMethods {
+            trigger_search: "empirical (Neural Cleanse optimisation; a small mask shows a trigger exists, none found proves nothing)",
+            outlier_test: "empirical (median absolute deviation of the mask norms)",
+            patch_bound: "proof (CROWN/alpha-CROWN, sound for the float32 network as deployed, any evaluation order)",
+            patch_search: "empirical (PGD; every flipping patch re-checked by the concrete evaluator)",
         },
-        "result": &res,
-        "images": images,
-    });
-    // The result's fields sit at the top level of the document.
-    let doc = flatten_result(doc);
-    let text = format!("{doc:#}\n");
+        result: &res,
+        images: images.clone(),
+    };
+    let doc = serde_json::to_string_pretty(&doc).map_err(|e| Error::Io(e.to_string()))?;
+    let text = format!("{doc}\n");
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir)
             .and_then(|_| std::fs::write(dir.join("scan.json"), &text))
@@ -253,15 +210,33 @@ pub fn scan(a: &ScanArgs, out: &mut dyn Write) -> Result<i32, Error> {
     Ok(if res.flagged_labels.is_empty() { 0 } else { 1 })
 }
 
-fn flatten_result(mut doc: serde_json::Value) -> serde_json::Value {
-    if let Some(obj) = doc.as_object_mut()
-        && let Some(serde_json::Value::Object(r)) = obj.remove("result")
-    {
-        for (k, v) in r {
-            obj.insert(k, v);
-        }
-    }
-    doc
+/// What `scan --json` prints: the header, identities, parameters, and the result's fields.
+#[derive(Serialize)]
+struct ScanDocument<'a> {
+    #[serde(flatten)]
+    header: Header,
+    model: String,
+    model_sha256: String,
+    data_file: String,
+    data_sha256: String,
+    labels_file: Option<String>,
+    labels_sha256: Option<String>,
+    seed: u64,
+    data_scale: f64,
+    parameters: &'a ScanConfig,
+    method_class: ScanMethods,
+    #[serde(flatten)]
+    result: &'a ScanResult,
+    images: Vec<String>,
+}
+
+/// Which of the scan's results is a proof and which is empirical.
+#[derive(Serialize)]
+struct ScanMethods {
+    trigger_search: &'static str,
+    outlier_test: &'static str,
+    patch_bound: &'static str,
+    patch_search: &'static str,
 }
 
 fn render_text(

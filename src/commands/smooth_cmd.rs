@@ -1,10 +1,10 @@
 //! `ferrocert smooth`: randomized-smoothing certification of every item of a `.npy` data set.
 
 use super::{Error, file_sha as sha, load_network, read_npy};
-use crate::report::{SCHEMA_VERSION, TOOL_VERSION};
+use crate::report::Header;
 use crate::smoothing::{self, Dataset, Mode, SmoothConfig, SmoothError};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -59,6 +59,44 @@ pub struct SmoothArgs {
 
 fn smooth_err(e: SmoothError) -> Error {
     Error::Usage(e.to_string())
+}
+
+/// What `smooth --json` prints.
+#[derive(Serialize)]
+struct SmoothDocument<'a> {
+    #[serde(flatten)]
+    header: Header,
+    model: String,
+    model_sha256: String,
+    data: String,
+    data_sha256: String,
+    labels: Option<String>,
+    labels_sha256: Option<String>,
+    parameters: SmoothParameters,
+    results: &'a [smoothing::InputResult],
+    summary: SummaryDocument<'a>,
+}
+
+/// The parameters echoed in `smooth --json`.
+#[derive(Serialize)]
+struct SmoothParameters {
+    sigma: f64,
+    n0: u64,
+    n: u64,
+    alpha: f64,
+    seed: u64,
+    mode: Mode,
+    scale: f64,
+    count: usize,
+    noise: &'static str,
+}
+
+/// The summary with the certified accuracy also keyed by radius.
+#[derive(Serialize)]
+struct SummaryDocument<'a> {
+    #[serde(flatten)]
+    summary: &'a smoothing::Summary,
+    certified_accuracy_at_radius: std::collections::BTreeMap<String, f64>,
 }
 
 /// Run `smooth`.
@@ -132,34 +170,37 @@ pub fn smooth(a: &SmoothArgs, out: &mut dyn Write) -> Result<i32, Error> {
     );
     let summary = smoothing::summarize(&results, a.mode);
     if a.json {
-        let at_radius: serde_json::Map<String, serde_json::Value> = summary
-            .certified_accuracy
-            .iter()
-            .map(|p| (format!("{}", p.radius), json!(p.accuracy)))
-            .collect();
-        let mut s = serde_json::to_value(&summary).map_err(|e| Error::Io(e.to_string()))?;
-        if let Some(obj) = s.as_object_mut() {
-            obj.insert("certified_accuracy_at_radius".into(), json!(at_radius));
-        }
-        let doc = json!({
-            "schema_version": SCHEMA_VERSION,
-            "tool_version": TOOL_VERSION,
-            "command": "smooth",
-            "model": a.model.display().to_string(),
-            "model_sha256": net.sha256,
-            "data": a.data.display().to_string(),
-            "data_sha256": sha(&a.data)?,
-            "labels": a.labels.as_ref().map(|p| p.display().to_string()),
-            "labels_sha256": a.labels.as_deref().map(sha).transpose()?,
-            "parameters": {
-                "sigma": a.sigma, "n0": a.n0, "n": a.n, "alpha": a.alpha, "seed": a.seed,
-                "mode": a.mode, "scale": a.scale, "count": ds.items,
-                "noise": "N(0, sigma^2 I) in the model input space, not clipped; wyrand + ziggurat, streams keyed by (seed, index, phase, block)",
+        let doc = SmoothDocument {
+            header: Header::new("smooth"),
+            model: a.model.display().to_string(),
+            model_sha256: net.sha256.clone(),
+            data: a.data.display().to_string(),
+            data_sha256: sha(&a.data)?,
+            labels: a.labels.as_ref().map(|p| p.display().to_string()),
+            labels_sha256: a.labels.as_deref().map(sha).transpose()?,
+            parameters: SmoothParameters {
+                sigma: a.sigma,
+                n0: a.n0,
+                n: a.n,
+                alpha: a.alpha,
+                seed: a.seed,
+                mode: a.mode,
+                scale: a.scale,
+                count: ds.items,
+                noise: "N(0, sigma^2 I) in the model input space, not clipped; wyrand + ziggurat, streams keyed by (seed, index, phase, block)",
             },
-            "results": results,
-            "summary": s,
-        });
-        writeln!(out, "{doc:#}").map_err(|e| Error::Io(format!("stdout: {e}")))?;
+            results: &results,
+            summary: SummaryDocument {
+                certified_accuracy_at_radius: summary
+                    .certified_accuracy
+                    .iter()
+                    .map(|p| (format!("{}", p.radius), p.accuracy))
+                    .collect(),
+                summary: &summary,
+            },
+        };
+        let doc = serde_json::to_string_pretty(&doc).map_err(|e| Error::Io(e.to_string()))?;
+        writeln!(out, "{doc}").map_err(|e| Error::Io(format!("stdout: {e}")))?;
         return Ok(0);
     }
     let mut t = String::new();

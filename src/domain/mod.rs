@@ -22,10 +22,10 @@
 //! is what reference implementations in float64 compute.
 
 use crate::ir::DType;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which function the bounds enclose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FpMode {
     /// Every output the deployed network can produce in its own precision, any evaluation order.

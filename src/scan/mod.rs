@@ -22,7 +22,8 @@ use crate::data::{DataError, Dataset};
 use crate::eval::{self, EvalError};
 use crate::network::Network;
 use rayon::prelude::*;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Errors of the scan (bad parameters, data or model), all exit code 2.
@@ -60,7 +61,7 @@ pub enum ScanError {
 }
 
 /// Where each pixel position and channel of an image lies in the model's flat input.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Layout {
     pub height: usize,
     pub width: usize,
@@ -71,7 +72,7 @@ pub struct Layout {
 }
 
 /// Memory order of a [`Layout`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LayoutOrder {
     Chw,
@@ -451,7 +452,7 @@ pub struct ScanResult {
 }
 
 /// Per-label outcome of the trigger search and the outlier test.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LabelResult {
     pub label: usize,
     /// L1 norm of the smallest mask that reached the target attack success rate (of the last
@@ -474,7 +475,7 @@ pub struct LabelResult {
 }
 
 /// One mask entry at a pixel position.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct MaskEntry {
     pub row: usize,
     pub col: usize,
@@ -496,19 +497,7 @@ pub fn mask_top(layout: &Layout, mask: &[f32], n: usize) -> Vec<MaskEntry> {
         .collect()
 }
 
-/// Progress callbacks of a scan: `(stage, total)` when a stage starts, then units done.
-pub trait Progress: Sync {
-    fn stage(&self, name: &str, total: u64);
-    fn inc(&self, n: u64);
-}
-
-/// A [`Progress`] that reports nothing.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn stage(&self, _: &str, _: u64) {}
-    fn inc(&self, _: u64) {}
-}
+pub use crate::progress::{NoProgress, Progress};
 
 /// Run the trigger search on every label, the outlier test, and the patch bound for every
 /// configured size (on the current rayon pool).

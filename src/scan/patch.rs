@@ -25,7 +25,8 @@ use crate::eval::{self, grad};
 use crate::spec::{Constraint, Region};
 use crate::verify::attack::{Rng, check_candidate};
 use rayon::prelude::*;
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Regions bounded together in one CROWN batch (fixed, so results do not depend on threads).
 const DOMAIN_CHUNK: usize = 32;
@@ -41,7 +42,7 @@ const STAMP_STEPS: usize = 60;
 const MAX_EXAMPLES: usize = 5;
 
 /// The bound and the searches for one patch size and target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PatchEntry {
     pub k: usize,
     pub target: usize,
@@ -69,7 +70,7 @@ pub struct PatchEntry {
 }
 
 /// A concrete patch that makes `target` win for one input (re-checked by the evaluator).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct FlipExample {
     pub input: usize,
     pub row: usize,
@@ -79,7 +80,7 @@ pub struct FlipExample {
 }
 
 /// Per patch size: what was scanned and how much of it is immune to every target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PatchSummary {
     pub k: usize,
     pub stride: usize,
@@ -95,7 +96,7 @@ pub struct PatchSummary {
     pub rows: usize,
     pub rows_proved: usize,
     pub rows_proved_by_alpha: usize,
-    pub method: &'static str,
+    pub method: String,
 }
 
 /// Top-left corners scanned for patch size `k`.
@@ -431,7 +432,7 @@ pub fn certify(
         rows,
         rows_proved,
         rows_proved_by_alpha: pb.rows_proved_by_alpha,
-        method: cfg.method.name(),
+        method: cfg.method.name().to_string(),
     };
     Ok((entries, summary))
 }

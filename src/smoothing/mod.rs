@@ -15,7 +15,8 @@ use crate::eval::{self, EvalError};
 use crate::ir::Graph;
 use rayon::prelude::*;
 use rng::{WyRand, Ziggurat};
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Samples per noise stream block.
@@ -35,7 +36,9 @@ pub enum SmoothError {
 }
 
 /// CERTIFY (radius) or PREDICT (hypothesis test) mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Certify,
@@ -93,7 +96,7 @@ impl SmoothConfig {
 }
 
 /// Outcome for one input.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct InputResult {
     pub index: usize,
     /// Predicted class, `None` when abstaining.
@@ -282,7 +285,7 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clean_accuracy: Option<f64>,
     /// Fraction of inputs predicted correctly with a certified radius of at least `radius`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certified_accuracy: Vec<RadiusAccuracy>,
     pub abstain_rate: f64,
     /// Mean certified radius over the correctly predicted inputs (certify mode, labels given).
@@ -294,7 +297,7 @@ pub struct Summary {
 }
 
 /// One point of the certified-accuracy curve.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RadiusAccuracy {
     pub radius: f64,
     pub accuracy: f64,

@@ -98,6 +98,22 @@ impl Region {
     }
 }
 
+/// 1-based line where the first `assert` mentioning an output variable `Y_j` starts: where
+/// the property itself is stated (reports point there).
+pub fn property_line(text: &str) -> Option<usize> {
+    let mut assert_line = None;
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split(';').next().unwrap_or("");
+        if code.contains("(assert") {
+            assert_line = Some(i + 1);
+        }
+        if code.contains("Y_") && assert_line.is_some() {
+            return assert_line;
+        }
+    }
+    None
+}
+
 /// A parsed specification.
 #[derive(Clone, Debug)]
 pub struct Spec {

@@ -10,6 +10,7 @@
 pub mod attack;
 pub mod bab;
 pub mod combine;
+pub mod files;
 
 use crate::bounds::{self, Method, Objective, alpha, crown, linear_min};
 use crate::domain::{FpMode, Intervals};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// A checked counterexample: an input inside the spec's region whose output (as computed by
 /// the concrete evaluator) satisfies an unsafe disjunct.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Counterexample {
     pub x: Vec<f64>,
     pub y: Vec<f64>,
