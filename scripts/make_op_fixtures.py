@@ -101,4 +101,35 @@ save("constant_of_shape_and_noops", [1, 4],
 save("opset9_slice_pad_squeeze", [1, 1, 4, 6],
      [N("Slice", ["x"], ["s"], starts=[1], ends=[5], axes=[3]), N("Pad", ["s"], ["p"], pads=[0, 0, 1, 0, 0, 0, 0, 2], value=-1.0),
       N("Squeeze", ["p"], ["q"], axes=[1]), N("Unsqueeze", ["q"], ["y"], axes=[1])], [], opset=9)
+
+# Elementwise functions (src/ops/elementwise.rs), one fixture each. Inputs are uniform in
+# [-2, 2]; functions defined only for positive inputs see 0.05 + |x|; the wide ones see 4x.
+def pos(name):
+    return [N("Abs", ["x"], ["ax"]), N("Add", ["ax", name], ["px"])]
+
+
+eps = lambda name: nh.from_array(np.array([0.05], dtype=np.float32), name)
+four = nh.from_array(np.array([4.0], dtype=np.float32), "four")
+for op in ["Sigmoid", "Tanh", "Exp", "Sin", "Cos", "Softplus", "Erf", "Abs", "Floor", "Ceil", "Round", "Sign"]:
+    save(f"fn_{op.lower()}", [1, 12], [N("Mul", ["x", "four"], ["wx"]), N(op, ["wx"], ["y"])], [four])
+for op in ["Log", "Sqrt", "Reciprocal"]:
+    save(f"fn_{op.lower()}", [1, 12], pos("e") + [N(op, ["px"], ["y"])], [eps("e")])
+save("fn_gelu", [1, 12], [N("Mul", ["x", "four"], ["wx"]), N("Gelu", ["wx"], ["y"])], [four], opset=20)
+save("fn_hardsigmoid", [1, 12], [N("Mul", ["x", "four"], ["wx"]), N("HardSigmoid", ["wx"], ["y"], alpha=0.3, beta=0.4)], [four])
+save("fn_hardswish", [1, 12], [N("Mul", ["x", "four"], ["wx"]), N("HardSwish", ["wx"], ["y"])], [four], opset=14)
+save("fn_clip_inputs", [1, 12], [N("Clip", ["x", "lo", "hi"], ["y"])],
+     [nh.from_array(np.array(-0.5, dtype=np.float32), "lo"), nh.from_array(np.array(1.25, dtype=np.float32), "hi")])
+save("fn_clip_relu6_attrs", [1, 12], [N("Mul", ["x", "four"], ["wx"]), N("Clip", ["wx"], ["y"], min=0.0, max=6.0)], [four], opset=10)
+save("fn_clip_min_only", [1, 12], [N("Clip", ["x", "lo"], ["y"])], [nh.from_array(np.array(0.3, dtype=np.float32), "lo")])
+save("fn_max_min_const", [1, 12],
+     [N("Max", ["x", "c"], ["a"]), N("Min", ["a", "d", "d2"], ["y"])],
+     [nh.from_array(np.array([-0.25], dtype=np.float32), "c"), nh.from_array(np.array(0.75, dtype=np.float32), "d"),
+      nh.from_array(np.array([1.5], dtype=np.float32), "d2")])
+for tag, p_ in [("2", 2.0), ("3", 3.0), ("m1", -1.0)]:
+    save(f"fn_pow_{tag}", [1, 12], pos("e") + [N("Pow", ["px", "p"], ["y"])],
+         [eps("e"), nh.from_array(np.array(p_, dtype=np.float32), "p")])
+for tag, p_ in [("half", 0.5), ("m1_5", -1.5), ("2_5", 2.5)]:
+    save(f"fn_pow_{tag}", [1, 12], pos("e") + [N("Pow", ["px", "p"], ["y"])],
+         [eps("e"), nh.from_array(np.array(p_, dtype=np.float32), "p")])
+save("fn_pow_odd_negative_base", [1, 12], [N("Pow", ["x", "p"], ["y"])], [nh.from_array(np.array(3.0, dtype=np.float32), "p")])
 print("wrote fixtures to", out_dir)

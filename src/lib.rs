@@ -15,6 +15,7 @@ pub mod ir;
 pub mod lp;
 pub mod network;
 pub mod onnx;
+pub mod ops;
 pub mod progress;
 pub mod report;
 pub mod scan;

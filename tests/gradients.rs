@@ -219,6 +219,20 @@ fn every_activation() {
 }
 
 #[test]
+fn every_elementwise_function() {
+    for (i, name) in common::netgen::FUNCS.iter().enumerate() {
+        let mut r = Rng(100 + i as u64);
+        let mut b = ModelBuilder::new(&[1, 5], 13);
+        let h = dense(&mut b, &mut r, "input", 5, 6);
+        let h = common::netgen::add_func(&mut b, &mut r, &h, name);
+        let y = dense(&mut b, &mut r, &h, 6, 2);
+        // Steps (Floor, Round, ...) have zero derivative, which the differences confirm away
+        // from the jumps.
+        check_both(name, b, &y, &["Linear"], 90 + i as u64);
+    }
+}
+
+#[test]
 fn selections_views_and_constants() {
     let mut r = Rng(7);
     let mut b = ModelBuilder::new(&[1, 2, 3, 4], 13);

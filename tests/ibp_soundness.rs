@@ -61,12 +61,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn ibp_contains_samples_of_random_mlps(kinds in prop::collection::vec(0u8..16, 1..7), seed in any::<u64>(), eps in 0usize..4) {
+    fn ibp_contains_samples_of_random_mlps(kinds in prop::collection::vec(0u8..netgen::KINDS as u8, 1..7), seed in any::<u64>(), eps in 0usize..4) {
         check(&kinds, false, seed, eps)?;
     }
 
     #[test]
-    fn ibp_contains_samples_of_random_cnns(kinds in prop::collection::vec(0u8..16, 1..6), seed in any::<u64>(), eps in 0usize..4) {
+    fn ibp_contains_samples_of_random_cnns(kinds in prop::collection::vec(0u8..netgen::KINDS as u8, 1..6), seed in any::<u64>(), eps in 0usize..4) {
         check(&kinds, true, seed, eps)?;
     }
 }

@@ -329,7 +329,7 @@ fn gradients(
         let coef = at_act[idx].as_deref();
         let sign = |row: usize, j: usize| coef.is_none_or(|a| a[row * out_n + j] >= 0.0);
         let y: Vec<f64> = match &node.op {
-            Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => {
+            Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_) => {
                 let xb = c.bounds[node.inputs[0]].as_ref().expect("bounds");
                 let lines = c.lines[node.output].as_deref().expect("activation lines");
                 let xin = ins[0];

@@ -131,7 +131,6 @@ pub struct Crown<'g> {
     terms: usize,
     /// Bound on the number of f64 terms summed into one row's bound.
     terms_total: usize,
-    act_err: f64,
     /// Also concretise at activation outputs (with `intersect_ibp`; plain CROWN does not).
     early: bool,
     /// Split constraints of each domain, `(value, element, active)`, in the order their
@@ -193,7 +192,7 @@ impl<'g> Crown<'g> {
         for n in &g.nodes {
             let nd = match n.op {
                 Op::Relu | Op::LeakyRelu { .. } => Need::Kink,
-                Op::Sigmoid | Op::Tanh | Op::MaxPool(_) => Need::All,
+                Op::Elementwise(_) | Op::MaxPool(_) => Need::All,
                 Op::Binary(ref b)
                     if b.kind != crate::ir::BinaryKind::Add
                         && b.kind != crate::ir::BinaryKind::Sub =>
@@ -216,7 +215,6 @@ impl<'g> Crown<'g> {
             pools: vec![None; g.values.len()],
             terms,
             terms_total,
-            act_err: rnd.activation_err(),
             early: cfg.intersect_ibp,
             splits: vec![Vec::new(); domains],
         };
@@ -240,7 +238,7 @@ impl<'g> Crown<'g> {
             if let Some(xb) = node.inputs.first().and_then(|&i| c.bounds[i].as_ref()) {
                 match &node.op {
                     op if op.is_activation() => {
-                        c.lines[out] = Some(backward::activation_lines(op, xb, c.act_err));
+                        c.lines[out] = backward::activation_lines(op, xb, &c.rnd);
                     }
                     Op::MaxPool(p) => {
                         let in_n = g.values[node.inputs[0]].numel();

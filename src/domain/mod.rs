@@ -34,11 +34,6 @@ pub enum FpMode {
     Real,
 }
 
-/// Absolute error allowed to the deployed runtime's sigmoid/tanh against the true function.
-///
-/// An assumption, not a theorem: onnxruntime's MLAS kernels use rational approximations that
-/// are accurate to a few float32 ulps (about 1e-7 on [0, 1]); we allow 2^-20 (about 9.5e-7).
-pub const DEPLOYED_ACTIVATION_ERR: f64 = 9.5367431640625e-7;
 
 /// Error arithmetic for one graph and mode.
 #[derive(Clone, Copy, Debug)]
@@ -114,14 +109,6 @@ impl Rounding {
             h = f64::INFINITY;
         }
         (l, h)
-    }
-
-    /// Error allowed to a deployed sigmoid/tanh evaluation (plus our libm's).
-    pub fn activation_err(&self) -> f64 {
-        match self.mode {
-            FpMode::Deployed => DEPLOYED_ACTIVATION_ERR,
-            FpMode::Real => 1e-14,
-        }
     }
 }
 

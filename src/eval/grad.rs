@@ -54,7 +54,6 @@ pub fn node_vjp<T: Scalar>(
     batch: usize,
 ) -> Vec<Option<Vec<T>>> {
     let input = |i: usize| vals[node.inputs[i]].as_deref().unwrap_or(&[]);
-    let output = || vals[node.output].as_deref().unwrap_or(&[]);
     let in_n = |i: usize| g.values[node.inputs[i]].numel();
     let out_n = g.values[node.output].numel();
     match &node.op {
@@ -106,21 +105,12 @@ pub fn node_vjp<T: Scalar>(
         }
         Op::Relu => vec![Some(leaky(go, input(0), T::ZERO))],
         Op::LeakyRelu { alpha } => vec![Some(leaky(go, input(0), T::from_f64(*alpha)))],
-        Op::Sigmoid => {
-            let y = output();
+        Op::Elementwise(f) => {
+            let x = input(0);
             vec![Some(
                 go.iter()
-                    .zip(y)
-                    .map(|(&d, &s)| d * s * (T::ONE - s))
-                    .collect(),
-            )]
-        }
-        Op::Tanh => {
-            let y = output();
-            vec![Some(
-                go.iter()
-                    .zip(y)
-                    .map(|(&d, &t)| d * (T::ONE - t * t))
+                    .zip(x)
+                    .map(|(&d, &v)| d * T::from_f64(f.derivative(v.to_f64())))
                     .collect(),
             )]
         }

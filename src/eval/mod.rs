@@ -8,6 +8,7 @@ pub mod grad;
 pub mod kernels;
 
 use crate::ir::{BinaryKind, Graph, Node, Op, Param};
+use crate::ops::Func;
 use rayon::prelude::*;
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
@@ -54,6 +55,8 @@ pub trait Scalar:
     fn min(self, o: Self) -> Self;
     /// The copy of a parameter in this precision.
     fn param(p: &Param) -> &[Self];
+    /// An elementwise function in this precision (float32: as the deployed network does).
+    fn apply(f: &Func, x: Self) -> Self;
     /// Raw strided GEMM `C = A B + beta C`.
     ///
     /// # Safety
@@ -77,7 +80,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $field:ident, $gemm:path) => {
+    ($t:ty, $field:ident, $gemm:path, $apply:ident) => {
         impl Scalar for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -103,6 +106,9 @@ macro_rules! impl_scalar {
             fn param(p: &Param) -> &[Self] {
                 &p.$field
             }
+            fn apply(f: &Func, x: Self) -> Self {
+                f.$apply(x)
+            }
             unsafe fn gemm_raw(
                 m: usize,
                 k: usize,
@@ -125,8 +131,8 @@ macro_rules! impl_scalar {
     };
 }
 
-impl_scalar!(f32, f32, matrixmultiply::sgemm);
-impl_scalar!(f64, f64, matrixmultiply::dgemm);
+impl_scalar!(f32, f32, matrixmultiply::sgemm, value_f32);
+impl_scalar!(f64, f64, matrixmultiply::dgemm, value);
 
 /// Apply one node to its inputs' batched data.
 pub fn run_node<T: Scalar>(g: &Graph, node: &Node, inputs: &[&[T]], batch: usize) -> Vec<T> {
@@ -184,8 +190,7 @@ pub fn run_node<T: Scalar>(g: &Graph, node: &Node, inputs: &[&[T]], batch: usize
                 .map(|&v| if v < T::ZERO { v * a } else { v })
                 .collect()
         }
-        Op::Sigmoid => x.iter().map(|&v| T::ONE / (T::ONE + (-v).exp())).collect(),
-        Op::Tanh => x.iter().map(|&v| v.tanh()).collect(),
+        Op::Elementwise(f) => x.iter().map(|&v| T::apply(f, v)).collect(),
         Op::MaxPool(p) => kernels::max_pool(p, x, batch),
         Op::AveragePool(p) => kernels::avg_pool(p, x, batch),
         Op::Reshape => x.to_vec(),

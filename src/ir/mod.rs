@@ -234,8 +234,9 @@ pub enum Op {
     LeakyRelu {
         alpha: f64,
     },
-    Sigmoid,
-    Tanh,
+    /// A scalar function applied to every element (sigmoid, tanh, exp, clip, ...): see
+    /// [`crate::ops::elementwise`].
+    Elementwise(crate::ops::Func),
     MaxPool(Pool),
     AveragePool(Pool),
     /// Shape change only (Flatten, Reshape, Squeeze, Unsqueeze): data is unchanged.
@@ -259,8 +260,7 @@ impl Op {
             },
             Op::Relu => "Relu",
             Op::LeakyRelu { .. } => "LeakyRelu",
-            Op::Sigmoid => "Sigmoid",
-            Op::Tanh => "Tanh",
+            Op::Elementwise(f) => f.name(),
             Op::MaxPool(_) => "MaxPool",
             Op::AveragePool(_) => "AveragePool",
             Op::Reshape => "Reshape",
@@ -275,7 +275,14 @@ impl Op {
             Op::Linear(l) => l.weight.len() + l.bias.as_ref().map_or(0, Param::len),
             Op::Conv(c) => c.weight.len() + c.bias.as_ref().map_or(0, Param::len),
             Op::Affine(a) => a.scale.len() + a.shift.len(),
-            _ => 0,
+            Op::Binary(_)
+            | Op::Relu
+            | Op::LeakyRelu { .. }
+            | Op::Elementwise(_)
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::Reshape
+            | Op::Select(_) => 0,
         }
     }
 
@@ -283,7 +290,7 @@ impl Op {
     pub fn is_activation(&self) -> bool {
         matches!(
             self,
-            Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh
+            Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_)
         )
     }
 }

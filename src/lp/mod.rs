@@ -248,7 +248,7 @@ impl Encoding {
                         }
                     }
                 }
-                Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => {
+                Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_) => {
                     let x0 = x0.unwrap_or(0);
                     let lines = crown.lines[out]
                         .as_deref()

@@ -10,6 +10,7 @@
 use super::tensor::{ConstT, checked_dims, decode, dt};
 use super::{ImportError, UnsupportedOp, opset_of};
 use crate::eval;
+use crate::ops::Func;
 use crate::ir::{
     Affine, Binary, BinaryKind, Conv, DType, FILL, FpModel, Graph, Linear, Node, Op, Param, Pool,
     Select, Value, ValueId, Window,
@@ -27,7 +28,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::rc::Rc;
 
-/// ONNX operators (default domain) the importer lowers.
+/// Whether `op` is an elementwise function of the table in [`crate::ops::elementwise`]: the
+/// one list of them, so the importer and the family cannot drift.
+pub fn is_elementwise(op: &str) -> bool {
+    crate::ops::elementwise::DEFS.iter().any(|d| d.name == op)
+}
+
+/// ONNX operators (default domain) the importer lowers besides the elementwise functions.
 pub const SUPPORTED_OPS: &[&str] = &[
     "Add",
     "AveragePool",
@@ -54,11 +61,9 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Relu",
     "Reshape",
     "Shape",
-    "Sigmoid",
     "Slice",
     "Squeeze",
     "Sub",
-    "Tanh",
     "Transpose",
     "Unsqueeze",
 ];
@@ -157,7 +162,9 @@ pub fn import(model: &ModelProto, base: &Path) -> Result<Graph, ImportError> {
         .iter()
         .filter(|n| {
             let dom_ok = n.domain.is_empty() || n.domain == "ai.onnx";
-            !(dom_ok && SUPPORTED_OPS.contains(&n.op_type.as_str()))
+            !(dom_ok
+                && (SUPPORTED_OPS.contains(&n.op_type.as_str())
+                    || is_elementwise(&n.op_type)))
         })
         .map(|n| UnsupportedOp {
             op_type: n.op_type.clone(),
@@ -612,20 +619,20 @@ impl Builder<'_> {
         let op = ctx.node.op_type.as_str();
         let src = op;
         match op {
-            "Relu" | "Sigmoid" | "Tanh" | "LeakyRelu" => {
+            "Relu" | "LeakyRelu" => {
                 let x = req(ctx, ins, 0)?.clone();
                 let xv = self.var(ctx, &x)?;
-                let irop = match op {
-                    "Relu" => Op::Relu,
-                    "Sigmoid" => Op::Sigmoid,
-                    "Tanh" => Op::Tanh,
-                    _ => Op::LeakyRelu {
+                let irop = if op == "Relu" {
+                    Op::Relu
+                } else {
+                    Op::LeakyRelu {
                         alpha: ctx.float("alpha", 0.01),
-                    },
+                    }
                 };
                 let s = self.shape(&x);
                 Ok(Val::Var(self.push(ctx, src, irop, vec![xv], s)?))
             }
+            _ if is_elementwise(op) => self.elementwise(ctx, ins),
             "Neg" => {
                 let x = req(ctx, ins, 0)?.clone();
                 let xv = self.var(ctx, &x)?;
@@ -680,6 +687,109 @@ impl Builder<'_> {
             }
             _ => Err(ctx.unsupported("operator not lowered")),
         }
+    }
+
+    /// Lower an elementwise function onto `Op::Elementwise`; its constant operands
+    /// (Clip's bounds, Pow's exponent, Max/Min's constants) become the function's parameters.
+    fn elementwise(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {
+        let op = ctx.node.op_type.as_str();
+        // A constant operand that is one number (a scalar, or a tensor of equal values).
+        let scalar = |v: &Val, what: &str| -> Result<f64, ImportError> {
+            match v {
+                Val::Const(c) => match c.data.split_first() {
+                    Some((&x, rest)) if rest.iter().all(|&y| y == x) && !x.is_nan() => Ok(x),
+                    _ => Err(ctx.unsupported(format!("{what} must be one constant number"))),
+                },
+                Val::Var(_) => Err(ctx.unsupported(format!(
+                    "{what} computed by the network (only a constant is supported)"
+                ))),
+            }
+        };
+        let x = req(ctx, ins, 0)?.clone();
+        let mut input = x.clone();
+        use crate::ops::elementwise as ew;
+        let func = match op {
+            "HardSigmoid" => {
+                Func::with(&ew::HARD_SIGMOID, [ctx.float("alpha", 0.2), ctx.float("beta", 0.5)])
+            }
+            "Gelu" => match ctx.string("approximate").as_deref() {
+                None | Some("none") => Func::of(&ew::GELU),
+                Some(other) => {
+                    return Err(ctx.unsupported(format!("Gelu with approximate = \"{other}\"")));
+                }
+            },
+            "Pow" => {
+                if matches!(x, Val::Const(_)) {
+                    return Err(ctx.unsupported("Pow with a constant base and a variable exponent"));
+                }
+                let p = scalar(req(ctx, ins, 1)?, "the exponent")?;
+                if !p.is_finite() {
+                    return Err(ctx.attr_err(format!("exponent {p} is not finite")));
+                }
+                Func::with(&ew::POW, [p, 0.0])
+            }
+            "Clip" => {
+                // Before opset 11 the bounds are attributes; since, optional constant inputs.
+                let (lo, hi) = if self.opset < 11 {
+                    (
+                        ctx.attr("min").map_or(f64::NEG_INFINITY, |a| a.f as f64),
+                        ctx.attr("max").map_or(f64::INFINITY, |a| a.f as f64),
+                    )
+                } else {
+                    let b = |i: usize, what: &str| -> Result<f64, ImportError> {
+                        match ins.get(i).and_then(Option::as_ref) {
+                            None => Ok(if i == 1 { f64::NEG_INFINITY } else { f64::INFINITY }),
+                            Some(v) => scalar(v, what),
+                        }
+                    };
+                    (b(1, "Clip's min")?, b(2, "Clip's max")?)
+                };
+                if lo.is_nan() || hi.is_nan() {
+                    return Err(ctx.attr_err("Clip bound is NaN"));
+                }
+                match (lo.is_finite(), hi.is_finite()) {
+                    // min(max(x, lo), hi) is hi everywhere when lo > hi.
+                    (true, true) => Func::with(&ew::CLIP, [lo.min(hi), hi]),
+                    (true, false) => Func::with(&ew::MAX, [lo, 0.0]),
+                    (false, true) => Func::with(&ew::MIN, [hi, 0.0]),
+                    (false, false) => return Ok(x),
+                }
+            }
+            "Max" | "Min" => {
+                // Variadic: every operand but one must be a constant number.
+                let all: Vec<&Val> = ins.iter().flatten().collect();
+                let vars: Vec<&Val> = all.iter().copied().filter(|v| matches!(v, Val::Var(_))).collect();
+                if vars.len() != 1 {
+                    return Err(ctx.unsupported(format!(
+                        "{op} of {} network values (one network value and constants are supported)",
+                        vars.len()
+                    )));
+                }
+                input = vars[0].clone();
+                let consts = all
+                    .iter()
+                    .filter(|v| matches!(v, Val::Const(_)))
+                    .map(|v| scalar(v, &format!("{op}'s constant operand")))
+                    .collect::<Result<Vec<f64>, _>>()?;
+                if consts.is_empty() {
+                    return Ok(input);
+                }
+                if op == "Max" {
+                    let c = consts.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    Func::with(&ew::MAX, [c, 0.0])
+                } else {
+                    let c = consts.iter().copied().fold(f64::INFINITY, f64::min);
+                    Func::with(&ew::MIN, [c, 0.0])
+                }
+            }
+            // Every function without parameters comes straight from the table.
+            other => Func::by_name(other).ok_or_else(|| {
+                ctx.unsupported(format!("{other} is not an elementwise function"))
+            })?,
+        };
+        let xv = self.var(ctx, &input)?;
+        let s = self.shape(&input);
+        Ok(Val::Var(self.push(ctx, op, Op::Elementwise(func), vec![xv], s)?))
     }
 
     fn binary(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {

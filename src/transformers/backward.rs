@@ -10,7 +10,7 @@
 //! Rounding (deployed and our own) is *not* handled here: the engine subtracts
 //! `|A| . err(node)` for every node, with `err` from [`node_error`].
 
-use super::relax::{self, Lines, Smooth};
+use super::relax::{self, Lines};
 use crate::domain::{Intervals, Rounding, gamma};
 use crate::eval::kernels;
 use crate::ir::{BinaryKind, Conv, Graph, Linear, Node, Op, Pool};
@@ -149,12 +149,17 @@ pub fn node_error(
             };
             Some(m.iter().map(|v| (g64 * v * 2.0).next_up()).collect())
         }
-        Op::Sigmoid | Op::Tanh => {
+        Op::Elementwise(_) => {
+            // The deployed function's own error is in its relaxation lines; our backward step
+            // multiplies by the lines' slopes and adds their intercepts: magnitudes of input
+            // and output bound it.
             let x = input(0)?;
+            let y = bounds[node.output].as_ref()?;
             let m: Vec<f64> = x
                 .abs_max()
                 .iter()
-                .map(|v| (g64 * (v + 1.0) * 2.0).next_up())
+                .zip(y.abs_max())
+                .map(|(v, w)| (g64 * (v + w + 1.0) * 2.0).next_up())
                 .collect();
             Some(m)
         }
@@ -201,7 +206,7 @@ fn step(ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back {
     }
     match &node.op {
         Op::Binary(b) => binary_back(ctx, node, b, a, r, out_n),
-        Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => {
+        Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_) => {
             activation_back(ctx, node, a, r, out_n, alpha)
         }
         Op::MaxPool(_) => maxpool_back(ctx, node, a, r, out_n),
@@ -454,22 +459,34 @@ fn binary_back(
     }
 }
 
-/// Lines of every element of an activation's input, per domain (adaptive lower slope).
-pub fn activation_lines(op: &Op, bounds: &Intervals, act_err: f64) -> Vec<Lines> {
-    bounds
-        .lo
-        .iter()
-        .zip(&bounds.hi)
-        .map(|(&l, &u)| match op {
-            Op::Relu => relax::relu(l, u, relax::adaptive_alpha(l, u)),
-            Op::LeakyRelu { alpha } => {
-                let beta = if u > -l { 1.0 } else { *alpha };
-                relax::leaky_relu(l, u, *alpha, beta)
-            }
-            Op::Sigmoid => relax::smooth(Smooth::Sigmoid, l, u, act_err),
-            _ => relax::smooth(Smooth::Tanh, l, u, act_err),
-        })
-        .collect()
+/// Lines of every element of an activation's input, per domain (adaptive lower slope);
+/// `None` for an operator that is not an activation.
+pub fn activation_lines(op: &Op, bounds: &Intervals, rnd: &Rounding) -> Option<Vec<Lines>> {
+    let each = |f: &dyn Fn(f64, f64) -> Lines| -> Vec<Lines> {
+        bounds
+            .lo
+            .iter()
+            .zip(&bounds.hi)
+            .map(|(&l, &u)| f(l, u))
+            .collect()
+    };
+    Some(match op {
+        Op::Relu => each(&|l, u| relax::relu(l, u, relax::adaptive_alpha(l, u))),
+        Op::LeakyRelu { alpha } => each(&|l, u| {
+            let beta = if u > -l { 1.0 } else { *alpha };
+            relax::leaky_relu(l, u, *alpha, beta)
+        }),
+        Op::Elementwise(f) => each(&|l, u| crate::ops::elementwise::lines(f, l, u, rnd)),
+        Op::Const(_)
+        | Op::Linear(_)
+        | Op::Conv(_)
+        | Op::Affine(_)
+        | Op::Binary(_)
+        | Op::MaxPool(_)
+        | Op::AveragePool(_)
+        | Op::Reshape
+        | Op::Select(_) => return None,
+    })
 }
 
 fn activation_back(

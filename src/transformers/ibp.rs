@@ -6,12 +6,13 @@
 //!   every folded bias magnitude, so both our f64 rounding and the deployed rounding are covered.
 //! * Affine, Binary, AveragePool: endpoint arithmetic plus the same kind of term.
 //! * Relu, MaxPool, Reshape, Select: exact (monotone selections of representable values).
-//! * Sigmoid, Tanh: monotone, evaluated at the endpoints, widened by the libm and deployed
-//!   implementation errors.
+//! * Elementwise functions: verified extremes over their convexity pieces, widened by the
+//!   deployed runtime's allowance ([`crate::ops::elementwise::interval`]).
 
 use crate::domain::{Intervals, Rounding};
 use crate::eval::kernels;
 use crate::ir::{BinaryKind, Graph, Node, Op};
+use crate::ops::elementwise;
 
 /// Apply the interval transformer of `node` to its inputs' intervals (batched).
 pub fn transfer(
@@ -150,8 +151,15 @@ pub fn transfer(
             }
             Intervals::new(lo, hi)
         }
-        Op::Sigmoid => monotone(x, rnd, |v| 1.0 / (1.0 + (-v).exp())),
-        Op::Tanh => monotone(x, rnd, f64::tanh),
+        Op::Elementwise(f) => {
+            let (lo, hi) = x
+                .lo
+                .iter()
+                .zip(&x.hi)
+                .map(|(&l, &h)| elementwise::interval(f, l, h, rnd))
+                .unzip();
+            Intervals::new(lo, hi)
+        }
         Op::MaxPool(p) => Intervals::new(
             kernels::max_pool(p, &x.lo, batch),
             kernels::max_pool(p, &x.hi, batch),
@@ -225,18 +233,6 @@ fn affine_layer(
             lo.push(l);
             hi.push(h);
         }
-    }
-    Intervals::new(lo, hi)
-}
-
-fn monotone(x: &Intervals, rnd: &Rounding, f: impl Fn(f64) -> f64) -> Intervals {
-    let e = rnd.activation_err();
-    let mut lo = Vec::with_capacity(x.len());
-    let mut hi = Vec::with_capacity(x.len());
-    for (&l, &h) in x.lo.iter().zip(&x.hi) {
-        let (yl, yh) = rnd.widen(f(l), f(h), e);
-        lo.push(yl);
-        hi.push(yh);
     }
     Intervals::new(lo, hi)
 }

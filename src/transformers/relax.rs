@@ -1,4 +1,5 @@
-//! Sound linear relaxations of the nonlinear operators: for an input interval `[l, u]`, a lower
+//! Sound linear relaxations of the piecewise-linear activations (ReLU, LeakyReLU; smooth
+//! functions derive theirs in [`crate::ops::elementwise`]): for an input interval `[l, u]`, a lower
 //! line `kl x + bl` and an upper line `ku x + bu` with `kl x + bl <= f(x) <= ku x + bu` on
 //! `[l, u]`, including every float error of computing the lines themselves.
 
@@ -94,86 +95,6 @@ pub fn leaky_relu(l: f64, u: f64, a: f64, beta: f64) -> Lines {
     }
 }
 
-/// Sigmoid or tanh.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Smooth {
-    Sigmoid,
-    Tanh,
-}
-
-impl Smooth {
-    fn f(self, x: f64) -> f64 {
-        match self {
-            Smooth::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-            Smooth::Tanh => x.tanh(),
-        }
-    }
-
-    /// Points where `f'(x) = k` (at most two: `f'` is even and decreasing in `|x|`).
-    fn critical(self, k: f64) -> Vec<f64> {
-        match self {
-            Smooth::Sigmoid if k > 0.0 && k < 0.25 => {
-                let d = (1.0 - 4.0 * k).sqrt();
-                let s = (1.0 + d) / 2.0;
-                let x = (s / (1.0 - s)).ln();
-                vec![x, -x]
-            }
-            Smooth::Tanh if k > 0.0 && k < 1.0 => {
-                let x = (1.0 - k).sqrt().atanh();
-                vec![x, -x]
-            }
-            _ if k > 0.0 => vec![0.0],
-            _ => vec![],
-        }
-    }
-}
-
-/// Parallel chord-slope lines around sigmoid/tanh on `[l, u]`.
-///
-/// With slope `k`, the tightest intercepts are `max`/`min` of `f(x) - k x` over `[l, u]`,
-/// attained at an endpoint or where `f'(x) = k` ([`Smooth::critical`], closed form). Both
-/// are widened by the deployed runtime's activation error (`act_err`) and the f64 error of
-/// evaluating `f`.
-pub fn smooth(kind: Smooth, l: f64, u: f64, act_err: f64) -> Lines {
-    if !(l.is_finite() && u.is_finite()) {
-        // Bounded functions: the range is a sound (flat) relaxation.
-        let (lo, hi) = match kind {
-            Smooth::Sigmoid => (0.0, 1.0),
-            Smooth::Tanh => (-1.0, 1.0),
-        };
-        return Lines {
-            kl: 0.0,
-            bl: lo - act_err,
-            ku: 0.0,
-            bu: hi + act_err,
-        };
-    }
-    let (fl, fu) = (kind.f(l), kind.f(u));
-    let k = if u - l > 1e-12 {
-        ((fu - fl) / (u - l)).max(0.0)
-    } else {
-        0.0
-    };
-    let mut hi = f64::NEG_INFINITY;
-    let mut lo = f64::INFINITY;
-    let cands = [l, u]
-        .into_iter()
-        .chain(kind.critical(k).into_iter().filter(|&x| x > l && x < u));
-    for x in cands {
-        let v = kind.f(x) - k * x;
-        hi = hi.max(v);
-        lo = lo.min(v);
-    }
-    // f64 evaluation of f (a few ulps) and of k x.
-    let m = 1e-15 * (1.0 + k * l.abs().max(u.abs())) + act_err.max(0.0);
-    Lines {
-        kl: k,
-        bl: (lo - m).next_down(),
-        ku: k,
-        bu: (hi + m).next_up(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,23 +130,6 @@ mod tests {
                     );
                 }
             }
-        }
-    }
-
-    #[test]
-    fn smooth_lines_are_sound() {
-        for &(l, u) in &[
-            (-4.0, 3.0),
-            (-0.5, 0.2),
-            (1.0, 6.0),
-            (-8.0, -1.0),
-            (-0.01, 0.01),
-            (2.0, 2.0),
-        ] {
-            let s = smooth(Smooth::Sigmoid, l, u, 0.0);
-            check(|x: f64| 1.0 / (1.0 + (-x).exp()), s, l, u);
-            let t = smooth(Smooth::Tanh, l, u, 0.0);
-            check(f64::tanh, t, l, u);
         }
     }
 }

@@ -38,7 +38,63 @@ impl Rng {
 }
 
 /// Layer kinds the generator can emit (applied when the current shape allows).
-pub const KINDS: usize = 16;
+pub const KINDS: usize = 17;
+
+/// The elementwise functions kind 16 picks from (ONNX name, how its input is prepared).
+pub const FUNCS: &[&str] = &[
+    "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Sin", "Cos", "Softplus", "Erf",
+    "Gelu", "Abs", "HardSigmoid", "HardSwish", "Clip", "Max", "Min", "Floor", "Ceil", "Round",
+    "Sign", "Pow2", "Pow3", "PowHalf", "PowM1",
+];
+
+/// Append elementwise function `name` to `x`, first squashing or shifting its input into the
+/// function's domain (and away from float32 overflow).
+pub fn add_func(b: &mut ModelBuilder, r: &mut Rng, x: &str, name: &str) -> String {
+    let mut x = x.to_string();
+    let positive = matches!(name, "Log" | "Sqrt" | "Reciprocal" | "PowHalf" | "PowM1");
+    let squash = matches!(name, "Exp" | "Softplus" | "Pow2" | "Pow3");
+    if positive {
+        let c = b.init(&[], &[r.range(0.1, 1.0) as f32]);
+        x = b.node("Abs", &[&x], vec![]);
+        x = b.node("Add", &[&x, &c], vec![]);
+    }
+    if squash {
+        let c = b.init(&[], &[3.0]);
+        x = b.node("Tanh", &[&x], vec![]);
+        x = b.node("Mul", &[&x, &c], vec![]);
+    }
+    let scalar = |b: &mut ModelBuilder, v: f32| b.init(&[], &[v]);
+    match name {
+        "HardSigmoid" => b.node(
+            "HardSigmoid",
+            &[&x],
+            vec![
+                attr_float("alpha", r.range(0.1, 0.6) as f32),
+                attr_float("beta", r.range(0.2, 0.8) as f32),
+            ],
+        ),
+        "Clip" => {
+            let lo = scalar(b, r.range(-1.0, 0.0) as f32);
+            let hi = scalar(b, r.range(0.2, 1.5) as f32);
+            b.node("Clip", &[&x, &lo, &hi], vec![])
+        }
+        "Max" | "Min" => {
+            let c = scalar(b, r.range(-0.5, 0.5) as f32);
+            b.node(name, &[&x, &c], vec![])
+        }
+        "Pow2" | "Pow3" | "PowHalf" | "PowM1" => {
+            let p = match name {
+                "Pow2" => 2.0,
+                "Pow3" => 3.0,
+                "PowHalf" => 0.5,
+                _ => -1.0,
+            };
+            let p = scalar(b, p);
+            b.node("Pow", &[&x, &p], vec![])
+        }
+        other => b.node(other, &[&x], vec![]),
+    }
+}
 
 /// Build a random network: `kinds` picks layers, `seed` their sizes and weights.
 /// Returns the ONNX model and a readable description.
@@ -209,6 +265,11 @@ pub fn random_model(
                 let y = b.node("Relu", &[&x], vec![]);
                 x = b.node("Mul", &[&x, &y], vec![]);
                 desc.push("Mul const, Mul var".into());
+            }
+            16 => {
+                let name = FUNCS[r.int(0, FUNCS.len() - 1)];
+                x = add_func(&mut b, &mut r, &x, name);
+                desc.push(name.into());
             }
             _ => {}
         }
