@@ -132,4 +132,5 @@ for tag, p_ in [("half", 0.5), ("m1_5", -1.5), ("2_5", 2.5)]:
     save(f"fn_pow_{tag}", [1, 12], pos("e") + [N("Pow", ["px", "p"], ["y"])],
          [eps("e"), nh.from_array(np.array(p_, dtype=np.float32), "p")])
 save("fn_pow_odd_negative_base", [1, 12], [N("Pow", ["x", "p"], ["y"])], [nh.from_array(np.array(3.0, dtype=np.float32), "p")])
+save("fn_softsign", [1, 12], [N("Mul", ["x", "four"], ["wx"]), N("Softsign", ["wx"], ["y"])], [four])
 print("wrote fixtures to", out_dir)

@@ -60,6 +60,7 @@ CASES = [
     ("Softplus", h.make_node("Softplus", ["x"], ["y"]), (-80, 80), softplus),
     ("Erf", h.make_node("Erf", ["x"], ["y"]), (-10, 10), erf),
     ("Gelu", h.make_node("Gelu", ["x"], ["y"]), (-20, 20), gelu),
+    ("Softsign", h.make_node("Softsign", ["x"], ["y"]), (-1e4, 1e4), lambda x: x / (1 + np.abs(x))),
 ]
 
 

@@ -443,10 +443,23 @@ step_def!(CEIL, "Ceil", |x, _| x.ceil(), |x, _| x.ceil());
 step_def!(ROUND, "Round", |x, _| x.round_ties_even(), |x, _| x.round_ties_even());
 step_def!(SIGN, "Sign", |x, _| sign(x), |x, _| sign(x as f64) as f32);
 
+/// `x / (1 + |x|)`: convex below 0, concave above, smooth at 0.
+pub const SOFTSIGN: Def = Def {
+    name: "Softsign",
+    value: |x, _| x / (1.0 + x.abs()),
+    value_f32: Some(|x, _| x / (1.0 + x.abs())),
+    derivative: |x, _| 1.0 / (1.0 + x.abs()).powi(2),
+    shape: smooth_s,
+    defined_on: everywhere,
+    allowance: ARITHMETIC,
+    step: false,
+};
+
 /// Every function, for lookups by name and tests.
 pub const DEFS: &[&Def] = &[
     &SIGMOID, &TANH, &ERF, &EXP, &SOFTPLUS, &LOG, &SQRT, &RECIPROCAL, &POW, &SIN, &COS, &GELU,
     &ABS, &HARD_SIGMOID, &HARD_SWISH, &CLIP, &MAX, &MIN, &FLOOR, &CEIL, &ROUND, &SIGN,
+    &SOFTSIGN,
 ];
 
 /// A function with its parameters (what an IR node carries).

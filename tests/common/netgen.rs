@@ -44,7 +44,7 @@ pub const KINDS: usize = 17;
 pub const FUNCS: &[&str] = &[
     "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Sin", "Cos", "Softplus", "Erf",
     "Gelu", "Abs", "HardSigmoid", "HardSwish", "Clip", "Max", "Min", "Floor", "Ceil", "Round",
-    "Sign", "Pow2", "Pow3", "PowHalf", "PowM1",
+    "Sign", "Pow2", "Pow3", "PowHalf", "PowM1", "Softsign",
 ];
 
 /// Append elementwise function `name` to `x`, first squashing or shifting its input into the
