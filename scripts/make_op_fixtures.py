@@ -133,4 +133,60 @@ for tag, p_ in [("half", 0.5), ("m1_5", -1.5), ("2_5", 2.5)]:
          [eps("e"), nh.from_array(np.array(p_, dtype=np.float32), "p")])
 save("fn_pow_odd_negative_base", [1, 12], [N("Pow", ["x", "p"], ["y"])], [nh.from_array(np.array(3.0, dtype=np.float32), "p")])
 save("fn_softsign", [1, 12], [N("Mul", ["x", "four"], ["wx"]), N("Softsign", ["wx"], ["y"])], [four])
+# Structural operators (src/onnx/import/structural.rs).
+def save_multi(name, in_shape, nodes, inits, outs, opset=13):
+    """Like save, with several graph outputs; the expected output is their concatenation."""
+    g = h.make_graph(nodes, name, [h.make_tensor_value_info("x", T.FLOAT, in_shape)],
+                     [h.make_tensor_value_info(o, T.FLOAT, None) for o in outs], initializer=inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 8
+    path = os.path.join(out_dir, name + ".onnx")
+    onnx.save(m, path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    cases = []
+    for _ in range(3):
+        x = rng.uniform(-2, 2, in_shape).astype(np.float32)
+        ys = sess.run(None, {"x": x})
+        y = np.concatenate([v.astype(np.float64).ravel() for v in ys])
+        cases.append({"input": x.ravel().tolist(), "output": y.tolist(), "output_shape": [len(y)]})
+    with open(os.path.join(out_dir, name + ".json"), "w") as f:
+        json.dump({"model": name + ".onnx", "input_shape": in_shape, "cases": cases}, f)
+
+
+save("split_sizes_concat", [1, 6, 4], [N("Split", ["x", "sp"], ["a", "b"], axis=1), N("Mul", ["a", "two"], ["a2"]),
+                                        N("Concat", ["b", "a2"], ["y"], axis=1)],
+     [i64("sp", [2, 4]), nh.from_array(np.array(2.0, dtype=np.float32), "two")])
+save("split_num_outputs", [1, 7], [N("Split", ["x"], ["a", "b", "c"], axis=1, num_outputs=3), N("Sub", ["a", "c"], ["d"]),
+                                   N("Concat", ["d", "b"], ["y"], axis=1)], [], opset=18)
+save("tile", [1, 2, 3], [N("Tile", ["x", "r"], ["y"])], [i64("r", [2, 1, 3])])
+save("expand", [1, 3, 1], [N("Expand", ["x", "s"], ["y"])], [i64("s", [2, 1, 3, 4])])
+save("where_const_condition", [1, 2, 3],
+     [N("Less", ["p", "q"], ["c"]), N("Neg", ["x"], ["nx"]), N("Where", ["c", "x", "nx"], ["y"])],
+     [nh.from_array(rng.uniform(-1, 1, (2, 3)).astype(np.float32), "p"), nh.from_array(np.zeros(3, np.float32), "q")])
+save("reduce_sum_axes_input", [1, 3, 4, 2], [N("ReduceSum", ["x", "ax"], ["y"], keepdims=1)], [i64("ax", [1, 3])])
+save("reduce_mean_attr", [1, 3, 4], [N("ReduceMean", ["x"], ["y"], axes=[2], keepdims=0)], [])
+save("reduce_max_attr", [1, 3, 4], [N("ReduceMax", ["x"], ["y"], axes=[1], keepdims=1)], [])
+save("reduce_min_axes_input", [1, 3, 4], [N("ReduceMin", ["x", "ax"], ["y"], keepdims=0)], [i64("ax", [-1])], opset=18)
+save("softmax_last_axis", [1, 2, 5], [N("Softmax", ["x"], ["y"], axis=-1)], [])
+save("softmax_opset11_coerced", [1, 3, 4], [N("Softmax", ["x"], ["y"], axis=1)], [], opset=11)
+save("logsoftmax", [1, 6], [N("LogSoftmax", ["x"], ["y"], axis=1)], [])
+save("layernorm", [1, 3, 6], [N("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
+     [w("g", 6), w("b", 6)], opset=17)
+save("matmul_two_network_values", [1, 3, 4],
+     [N("Transpose", ["x"], ["t"], perm=[0, 2, 1]), N("MatMul", ["x", "t"], ["y"])], [])
+save("conv_transpose_2d", [1, 4, 4, 3],
+     [N("ConvTranspose", ["x", "W", "B"], ["y"], strides=[2, 2], pads=[1, 0, 1, 1], output_padding=[1, 0],
+        group=2, dilations=[1, 2])], [w("W", 4, 3, 3, 2), w("B", 6)])
+save("conv_transpose_1d", [1, 2, 5], [N("ConvTranspose", ["x", "W"], ["y"], strides=[3], pads=[1, 2])], [w("W", 2, 3, 4)])
+save("resize_nearest_scales", [1, 2, 3, 4], [N("Resize", ["x", "", "sc"], ["y"], mode="nearest",
+                                                coordinate_transformation_mode="asymmetric", nearest_mode="floor")],
+     [nh.from_array(np.array([1, 1, 2, 1.5], dtype=np.float32), "sc")])
+save("resize_linear_half_pixel", [1, 2, 3, 4], [N("Resize", ["x", "", "sc"], ["y"], mode="linear")],
+     [nh.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "sc")])
+save("resize_linear_align_corners_sizes", [1, 1, 3, 3],
+     [N("Resize", ["x", "", "", "sz"], ["y"], mode="linear", coordinate_transformation_mode="align_corners")],
+     [i64("sz", [1, 1, 5, 4])])
+save("upsample_nearest_opset9", [1, 2, 2, 3], [N("Upsample", ["x", "sc"], ["y"], mode="nearest")],
+     [nh.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "sc")], opset=9)
+save_multi("two_outputs", [1, 4], [N("Relu", ["x"], ["a"]), N("Gemm", ["x", "W"], ["b"], transB=1)], [w("W", 3, 4)], ["a", "b"])
 print("wrote fixtures to", out_dir)

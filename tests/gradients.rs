@@ -233,6 +233,120 @@ fn every_elementwise_function() {
 }
 
 #[test]
+fn structural_operators_through_their_lowerings() {
+    use ferrocert::onnx::build::attr_str;
+    let mut r = Rng(8);
+    // (name, input shape, builder) for each lowering.
+    let mut cases: Vec<(
+        &str,
+        Vec<i64>,
+        Box<dyn Fn(&mut ModelBuilder, &mut Rng) -> String>,
+    )> = Vec::new();
+    cases.push((
+        "Softmax",
+        vec![1, 6],
+        Box::new(|b, _| b.node("Softmax", &["input"], vec![attr_int("axis", -1)])),
+    ));
+    cases.push((
+        "LogSoftmax",
+        vec![1, 2, 5],
+        Box::new(|b, _| b.node("LogSoftmax", &["input"], vec![attr_int("axis", -1)])),
+    ));
+    cases.push((
+        "ReduceMean+Max+Min",
+        vec![1, 3, 4],
+        Box::new(|b, _| {
+            let a = b.node("ReduceMean", &["input"], vec![attr_ints("axes", &[2])]);
+            let m = b.node("ReduceMax", &["input"], vec![attr_ints("axes", &[1])]);
+            let n = b.node("ReduceMin", &["input"], vec![attr_ints("axes", &[1, 2])]);
+            let s = b.node("Add", &[&a, &m], vec![]);
+            let f = b.node("Flatten", &[&s], vec![]);
+            let nf = b.node("Flatten", &[&n], vec![]);
+            b.node("Concat", &[&f, &nf], vec![attr_int("axis", 1)])
+        }),
+    ));
+    cases.push((
+        "LayerNormalization",
+        vec![1, 2, 5],
+        Box::new(|b, r| {
+            let g = b.init(&[5], &r.vec(5, 1.5));
+            let bb = b.init(&[5], &r.vec(5, 1.0));
+            b.node(
+                "LayerNormalization",
+                &["input", &g, &bb],
+                vec![attr_int("axis", -1)],
+            )
+        }),
+    ));
+    cases.push((
+        "ConvTranspose",
+        vec![1, 2, 3, 3],
+        Box::new(|b, r| {
+            let w = b.init(&[2, 3, 2, 3], &r.vec(36, 0.7));
+            b.node(
+                "ConvTranspose",
+                &["input", &w],
+                vec![
+                    attr_ints("strides", &[2, 1]),
+                    attr_ints("pads", &[1, 0, 0, 1]),
+                ],
+            )
+        }),
+    ));
+    cases.push((
+        "Resize linear",
+        vec![1, 1, 3, 4],
+        Box::new(|b, _| {
+            let roi = b.init(&[0], &[]);
+            let sc = b.init(&[4], &[1.0, 1.0, 2.0, 1.5]);
+            b.node(
+                "Resize",
+                &["input", &roi, &sc],
+                vec![attr_str("mode", "linear")],
+            )
+        }),
+    ));
+    cases.push((
+        "MatMul of two network values",
+        vec![1, 3, 4],
+        Box::new(|b, _| {
+            let t = b.node("Transpose", &["input"], vec![attr_ints("perm", &[0, 2, 1])]);
+            b.node("MatMul", &["input", &t], vec![])
+        }),
+    ));
+    cases.push((
+        "Split+Tile+Expand+Where",
+        vec![1, 4],
+        Box::new(|b, _| {
+            let sp = b.init_i64(&[2], &[1, 3]);
+            b.node_to(
+                "Split",
+                &["input", &sp],
+                &["sa", "sb"],
+                vec![attr_int("axis", 1)],
+            );
+            let rp = b.init_i64(&[2], &[1, 3]);
+            let t = b.node("Tile", &["sa", &rp], vec![]);
+            let shape = b.init_i64(&[2], &[1, 3]);
+            let e = b.node("Expand", &[&t, &shape], vec![]);
+            let c = b.init(&[3], &[1.0, 0.0, 1.0]);
+            let z = b.init(&[3], &[0.5, 0.5, 0.5]);
+            let cond = b.node("Greater", &[&c, &z], vec![]);
+            b.node("Where", &[&cond, &e, "sb"], vec![])
+        }),
+    ));
+    for (i, (name, shape, build)) in cases.iter().enumerate() {
+        let mut b = ModelBuilder::new(shape, 17);
+        let y = build(&mut b, &mut r);
+        let y = b.node("Flatten", &[&y], vec![]);
+        let g = import(b, &y);
+        check(name, &g, &[], 200 + i as u64);
+        let a = ferrocert::ir::passes::simplify(g);
+        check(&format!("{name} (analysis)"), &a, &[], 300 + i as u64);
+    }
+}
+
+#[test]
 fn selections_views_and_constants() {
     let mut r = Rng(7);
     let mut b = ModelBuilder::new(&[1, 2, 3, 4], 13);

@@ -109,16 +109,38 @@ fn declared_allowances_stay_well_above_measured_runtime_errors() {
         let rel = m["max_rel_err_where_abs_f_gt_1"].as_f64().unwrap();
         assert!(abs > 0.0, "{name}: nothing measured");
         // |f| <= 1: the allowance is at least its absolute part; |f| > 1: its relative part.
-        assert!(a.abs >= 4.0 * abs, "{name}: abs allowance {} vs measured {abs}", a.abs);
-        assert!(a.rel >= 4.0 * rel, "{name}: rel allowance {} vs measured {rel}", a.rel);
+        assert!(
+            a.abs >= 4.0 * abs,
+            "{name}: abs allowance {} vs measured {abs}",
+            a.abs
+        );
+        assert!(
+            a.rel >= 4.0 * rel,
+            "{name}: rel allowance {} vs measured {rel}",
+            a.rel
+        );
     }
     // Every transcendental function without parameters was measured (Pow's error is that
     // of exp and log; HardSwish is basic arithmetic).
     for d in ew::DEFS {
         let transcendental = d.allowance.abs == ew::TRANSCENDENTAL.abs && d.value_f32.is_none()
-            || ["Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Sin", "Cos"].contains(&d.name);
+            || [
+                "Sigmoid",
+                "Tanh",
+                "Exp",
+                "Log",
+                "Sqrt",
+                "Reciprocal",
+                "Sin",
+                "Cos",
+            ]
+            .contains(&d.name);
         if transcendental {
-            assert!(measured.contains_key(d.name), "{} has no measurement", d.name);
+            assert!(
+                measured.contains_key(d.name),
+                "{} has no measurement",
+                d.name
+            );
         }
     }
     assert!(v["samples_per_function"].as_u64().unwrap() >= 1_000_000);

@@ -34,7 +34,6 @@ pub enum FpMode {
     Real,
 }
 
-
 /// Error arithmetic for one graph and mode.
 #[derive(Clone, Copy, Debug)]
 pub struct Rounding {

@@ -288,10 +288,7 @@ impl Op {
 
     /// True for piecewise or smooth nonlinear activations.
     pub fn is_activation(&self) -> bool {
-        matches!(
-            self,
-            Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_)
-        )
+        matches!(self, Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_))
     }
 }
 

@@ -53,6 +53,15 @@ pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     a
 }
 
+/// A string attribute.
+pub fn attr_str(name: &str, v: &str) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::STRING.into();
+    a.s = v.as_bytes().to_vec();
+    a
+}
+
 /// A float attribute.
 pub fn attr_float(name: &str, v: f32) -> AttributeProto {
     let mut a = AttributeProto::new();

@@ -10,11 +10,11 @@
 use super::tensor::{ConstT, checked_dims, decode, dt};
 use super::{ImportError, UnsupportedOp, opset_of};
 use crate::eval;
-use crate::ops::Func;
 use crate::ir::{
     Affine, Binary, BinaryKind, Conv, DType, FILL, FpModel, Graph, Linear, Node, Op, Param, Pool,
     Select, Value, ValueId, Window,
 };
+use crate::ops::Func;
 use crate::tensor::{
     MAX_ELEMENTS, broadcast_index_map, broadcast_shapes, broadcast_to, checked_numel,
     normalize_axis, numel, strides,
@@ -28,6 +28,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::rc::Rc;
 
+mod structural;
+
 /// Whether `op` is an elementwise function of the table in [`crate::ops::elementwise`]: the
 /// one list of them, so the importer and the family cannot drift.
 pub fn is_elementwise(op: &str) -> bool {
@@ -37,6 +39,7 @@ pub fn is_elementwise(op: &str) -> bool {
 /// ONNX operators (default domain) the importer lowers besides the elementwise functions.
 pub const SUPPORTED_OPS: &[&str] = &[
     "Add",
+    "And",
     "AveragePool",
     "BatchNormalization",
     "Cast",
@@ -44,28 +47,50 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvTranspose",
     "Div",
     "Dropout",
+    "Equal",
+    "Expand",
     "Flatten",
     "Gather",
     "Gemm",
     "GlobalAveragePool",
     "GlobalMaxPool",
+    "Greater",
+    "GreaterOrEqual",
     "Identity",
+    "LayerNormalization",
     "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "LogSoftmax",
     "MatMul",
     "MaxPool",
     "Mul",
     "Neg",
+    "Not",
+    "Or",
     "Pad",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceSum",
     "Relu",
     "Reshape",
+    "Resize",
     "Shape",
     "Slice",
+    "Softmax",
+    "Split",
     "Squeeze",
     "Sub",
+    "Tile",
     "Transpose",
     "Unsqueeze",
+    "Upsample",
+    "Where",
+    "Xor",
 ];
 
 /// An ONNX value during import: a constant or an IR value.
@@ -162,9 +187,7 @@ pub fn import(model: &ModelProto, base: &Path) -> Result<Graph, ImportError> {
         .iter()
         .filter(|n| {
             let dom_ok = n.domain.is_empty() || n.domain == "ai.onnx";
-            !(dom_ok
-                && (SUPPORTED_OPS.contains(&n.op_type.as_str())
-                    || is_elementwise(&n.op_type)))
+            !(dom_ok && (SUPPORTED_OPS.contains(&n.op_type.as_str()) || is_elementwise(&n.op_type)))
         })
         .map(|n| UnsupportedOp {
             op_type: n.op_type.clone(),
@@ -275,40 +298,71 @@ pub fn import(model: &ModelProto, base: &Path) -> Result<Graph, ImportError> {
         }
     }
 
-    if graph.output.len() != 1 {
-        return Err(ImportError::OutputCount(graph.output.len()));
+    if graph.output.is_empty() {
+        return Err(ImportError::OutputCount(0));
     }
-    let out = &graph.output[0];
-    let bad_output = |reason: String| ImportError::BadOutput {
-        name: out.name.clone(),
-        reason,
-    };
-    let output = match env.get(&out.name) {
-        Some(Val::Var(id)) => *id,
-        Some(Val::Const(_)) => {
-            return Err(bad_output("the output does not depend on the input".into()));
+    let mut outputs = Vec::with_capacity(graph.output.len());
+    for out in &graph.output {
+        let bad_output = |reason: String| ImportError::BadOutput {
+            name: out.name.clone(),
+            reason,
+        };
+        let id = match env.get(&out.name) {
+            Some(Val::Var(id)) => *id,
+            Some(Val::Const(_)) => {
+                return Err(bad_output("the output does not depend on the input".into()));
+            }
+            None => return Err(bad_output("no node produces it".into())),
+        };
+        if id == 0 {
+            return Err(bad_output("the output is the input itself".into()));
         }
-        None => return Err(bad_output("no node produces it".into())),
-    };
-    if output == 0 {
-        return Err(bad_output("the output is the input itself".into()));
+        if let Ok((_, dims)) = declared_dims(out) {
+            let inferred = &b.values[id].shape;
+            let ok = dims.len() == inferred.len()
+                && dims
+                    .iter()
+                    .zip(inferred)
+                    .all(|(d, &s)| d.is_none_or(|d| d as usize == s));
+            if !ok {
+                return Err(bad_output(format!(
+                    "declared shape {:?} does not match the computed shape {inferred:?}",
+                    dims.iter()
+                        .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+                        .collect::<Vec<_>>()
+                )));
+            }
+        }
+        outputs.push(id);
     }
-    if let Ok((_, dims)) = declared_dims(out) {
-        let inferred = &b.values[output].shape;
-        let ok = dims.len() == inferred.len()
-            && dims
+    // Several outputs: one flat output, their elements concatenated in order (VNN-COMP's
+    // numbering of Y_j over a multi-output network).
+    let output = if outputs.len() == 1 {
+        outputs[0]
+    } else {
+        let total: usize = outputs.iter().map(|&v| b.values[v].numel()).sum();
+        let id = b.values.len();
+        b.values.push(Value {
+            name: graph
+                .output
                 .iter()
-                .zip(inferred)
-                .all(|(d, &s)| d.is_none_or(|d| d as usize == s));
-        if !ok {
-            return Err(bad_output(format!(
-                "declared shape {:?} does not match the computed shape {inferred:?}",
-                dims.iter()
-                    .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
-                    .collect::<Vec<_>>()
-            )));
-        }
-    }
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
+            shape: vec![total],
+        });
+        b.nodes.push(Node {
+            name: "outputs".into(),
+            source_op: "Concat(outputs)".into(),
+            op: Op::Select(Select {
+                map: (0..total).collect(),
+                fill: 0.0,
+            }),
+            inputs: outputs,
+            output: id,
+        });
+        id
+    };
     let g = Graph {
         values: b.values,
         nodes: b.nodes,
@@ -505,6 +559,9 @@ impl Builder<'_> {
                     }
                 };
             }
+            "Split" => return self.split(ctx, ins),
+            "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "Not" | "And"
+            | "Or" | "Xor" => return Ok(vec![self.compare(ctx, ins)?]),
             _ => {}
         }
         // Constant folding: lower the node into a scratch graph over constant nodes and
@@ -548,6 +605,9 @@ impl Builder<'_> {
                 | "Concat"
                 | "Pad"
                 | "ConstantOfShape"
+                | "Tile"
+                | "Expand"
+                | "Where"
         );
         let exact = consts.iter().all(|c| c.exact) && (movement || is_int);
         let id = match out {
@@ -670,6 +730,14 @@ impl Builder<'_> {
             "Pad" => self.pad(ctx, ins),
             "Concat" => self.concat(ctx, ins),
             "Gather" => self.gather(ctx, ins),
+            "Tile" => self.tile(ctx, ins),
+            "Expand" => self.expand(ctx, ins),
+            "Where" => self.where_op(ctx, ins),
+            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" => self.reduce(ctx, ins),
+            "Softmax" | "LogSoftmax" => self.softmax(ctx, ins),
+            "LayerNormalization" => self.layer_norm(ctx, ins),
+            "ConvTranspose" => self.conv_transpose(ctx, ins),
+            "Resize" | "Upsample" => self.resize(ctx, ins),
             "ConstantOfShape" => {
                 let shape = const_ints(ctx, ins, 1, "shape")
                     .or_else(|_| const_ints(ctx, ins, 0, "shape"))?;
@@ -709,9 +777,10 @@ impl Builder<'_> {
         let mut input = x.clone();
         use crate::ops::elementwise as ew;
         let func = match op {
-            "HardSigmoid" => {
-                Func::with(&ew::HARD_SIGMOID, [ctx.float("alpha", 0.2), ctx.float("beta", 0.5)])
-            }
+            "HardSigmoid" => Func::with(
+                &ew::HARD_SIGMOID,
+                [ctx.float("alpha", 0.2), ctx.float("beta", 0.5)],
+            ),
             "Gelu" => match ctx.string("approximate").as_deref() {
                 None | Some("none") => Func::of(&ew::GELU),
                 Some(other) => {
@@ -738,7 +807,11 @@ impl Builder<'_> {
                 } else {
                     let b = |i: usize, what: &str| -> Result<f64, ImportError> {
                         match ins.get(i).and_then(Option::as_ref) {
-                            None => Ok(if i == 1 { f64::NEG_INFINITY } else { f64::INFINITY }),
+                            None => Ok(if i == 1 {
+                                f64::NEG_INFINITY
+                            } else {
+                                f64::INFINITY
+                            }),
                             Some(v) => scalar(v, what),
                         }
                     };
@@ -758,7 +831,11 @@ impl Builder<'_> {
             "Max" | "Min" => {
                 // Variadic: every operand but one must be a constant number.
                 let all: Vec<&Val> = ins.iter().flatten().collect();
-                let vars: Vec<&Val> = all.iter().copied().filter(|v| matches!(v, Val::Var(_))).collect();
+                let vars: Vec<&Val> = all
+                    .iter()
+                    .copied()
+                    .filter(|v| matches!(v, Val::Var(_)))
+                    .collect();
                 if vars.len() != 1 {
                     return Err(ctx.unsupported(format!(
                         "{op} of {} network values (one network value and constants are supported)",
@@ -789,7 +866,13 @@ impl Builder<'_> {
         };
         let xv = self.var(ctx, &input)?;
         let s = self.shape(&input);
-        Ok(Val::Var(self.push(ctx, op, Op::Elementwise(func), vec![xv], s)?))
+        Ok(Val::Var(self.push(
+            ctx,
+            op,
+            Op::Elementwise(func),
+            vec![xv],
+            s,
+        )?))
     }
 
     fn binary(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {
@@ -934,9 +1017,7 @@ impl Builder<'_> {
         let b = req(ctx, ins, 1)?.clone();
         let (sa, sb) = (self.shape(&a), self.shape(&b));
         match (&a, &b) {
-            (Val::Var(_), Val::Var(_)) => {
-                Err(ctx.unsupported("MatMul of two network values (one operand must be constant)"))
-            }
+            (Val::Var(av), Val::Var(bv)) => self.matmul_var(ctx, *av, *bv),
             (_, Val::Const(c)) => {
                 // x [..., K] @ W [K, P] (or [K]).
                 let x = self.var(ctx, &a)?;
@@ -1841,7 +1922,9 @@ impl Builder<'_> {
 fn data_input_positions(op: &str, n: usize) -> Vec<usize> {
     match op {
         "Reshape" | "Squeeze" | "Unsqueeze" | "Slice" | "Pad" | "Gather" | "Flatten"
-        | "Transpose" => vec![0],
+        | "Transpose" | "Tile" | "Expand" | "Resize" | "Upsample" | "ReduceSum" | "ReduceMean"
+        | "ReduceMax" | "ReduceMin" => vec![0],
+        "Where" => vec![1, 2],
         _ => (0..n).collect(),
     }
 }

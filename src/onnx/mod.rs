@@ -101,7 +101,7 @@ pub enum ImportError {
     DuplicateOutput(String),
     #[error("ferrocert needs exactly one non-constant graph input, found {0}")]
     InputCount(usize),
-    #[error("ferrocert needs exactly one graph output, found {0}")]
+    #[error("the graph declares {0} outputs; ferrocert needs at least one")]
     OutputCount(usize),
     #[error("graph input '{name}': {reason}")]
     BadInput { name: String, reason: String },

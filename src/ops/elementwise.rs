@@ -132,7 +132,13 @@ fn one(c: Curv) -> Option<Shape> {
     Some(Shape::one(c))
 }
 fn smooth_s(_: f64, _: f64, _: Params) -> Option<Shape> {
-    Some(Shape::two(Curv::Convex, 0.0, true, Kink::Smooth, Curv::Concave))
+    Some(Shape::two(
+        Curv::Convex,
+        0.0,
+        true,
+        Kink::Smooth,
+        Curv::Concave,
+    ))
 }
 fn sign(x: f64) -> f64 {
     if x > 0.0 {
@@ -261,7 +267,13 @@ pub const POW: Def = Def {
     name: "Pow",
     value: |x, p| x.powf(p[0]),
     value_f32: Some(|x, p| x.powf(p[0] as f32)),
-    derivative: |x, p| if p[0] == 0.0 { 0.0 } else { p[0] * x.powf(p[0] - 1.0) },
+    derivative: |x, p| {
+        if p[0] == 0.0 {
+            0.0
+        } else {
+            p[0] * x.powf(p[0] - 1.0)
+        }
+    },
     shape: |_, u, p| Some(pow_shape(p[0], u)),
     defined_on: |l, u, p| {
         if is_integer(p[0]) {
@@ -282,7 +294,13 @@ fn periodic_shape(f: fn(f64) -> f64, off: f64, l: f64, u: f64) -> Option<Shape> 
     }
     let k0 = ((l - off) / PI).floor() as i64 - 1;
     let k1 = ((u - off) / PI).ceil() as i64 + 1;
-    let curv_at = |x: f64| if f(x) > 0.0 { Curv::Concave } else { Curv::Convex };
+    let curv_at = |x: f64| {
+        if f(x) > 0.0 {
+            Curv::Concave
+        } else {
+            Curv::Convex
+        }
+    };
     let mut breaks = Vec::new();
     let mut curv = vec![curv_at(off + (k0 as f64 - 0.5) * PI)];
     for k in k0..=k1 {
@@ -320,7 +338,10 @@ pub const GELU: Def = Def {
     derivative: |x, _| phi_cdf(x) + x * (-0.5 * x * x).exp() / (2.0 * PI).sqrt(),
     shape: |_, _, _| {
         Some(Shape {
-            breaks: vec![brk(-SQRT_2, false, Kink::Smooth), brk(SQRT_2, false, Kink::Smooth)],
+            breaks: vec![
+                brk(-SQRT_2, false, Kink::Smooth),
+                brk(SQRT_2, false, Kink::Smooth),
+            ],
             curv: vec![Curv::Concave, Curv::Convex, Curv::Concave],
         })
     },
@@ -382,7 +403,10 @@ pub const HARD_SWISH: Def = Def {
     },
     shape: |_, _, _| {
         Some(Shape {
-            breaks: vec![brk(-3.0, true, Kink::Concave), brk(3.0, true, Kink::Concave)],
+            breaks: vec![
+                brk(-3.0, true, Kink::Concave),
+                brk(3.0, true, Kink::Concave),
+            ],
             curv: vec![Curv::Linear, Curv::Convex, Curv::Linear],
         })
     },
@@ -396,7 +420,12 @@ pub const CLIP: Def = Def {
     value: |x, p| x.max(p[0]).min(p[1]),
     value_f32: Some(|x, p| x.max(p[0] as f32).min(p[1] as f32)),
     derivative: |x, p| f64::from(x > p[0] && x < p[1]),
-    shape: |_, _, p| kinked(vec![brk(p[0], true, Kink::Convex), brk(p[1], true, Kink::Concave)]),
+    shape: |_, _, p| {
+        kinked(vec![
+            brk(p[0], true, Kink::Convex),
+            brk(p[1], true, Kink::Concave),
+        ])
+    },
     defined_on: everywhere,
     allowance: EXACT,
     step: false,
@@ -440,7 +469,8 @@ macro_rules! step_def {
 step_def!(FLOOR, "Floor", |x, _| x.floor(), |x, _| x.floor());
 step_def!(CEIL, "Ceil", |x, _| x.ceil(), |x, _| x.ceil());
 // Round half to even, as ONNX specifies.
-step_def!(ROUND, "Round", |x, _| x.round_ties_even(), |x, _| x.round_ties_even());
+step_def!(ROUND, "Round", |x, _| x.round_ties_even(), |x, _| x
+    .round_ties_even());
 step_def!(SIGN, "Sign", |x, _| sign(x), |x, _| sign(x as f64) as f32);
 
 /// `x / (1 + |x|)`: convex below 0, concave above, smooth at 0.
@@ -457,8 +487,28 @@ pub const SOFTSIGN: Def = Def {
 
 /// Every function, for lookups by name and tests.
 pub const DEFS: &[&Def] = &[
-    &SIGMOID, &TANH, &ERF, &EXP, &SOFTPLUS, &LOG, &SQRT, &RECIPROCAL, &POW, &SIN, &COS, &GELU,
-    &ABS, &HARD_SIGMOID, &HARD_SWISH, &CLIP, &MAX, &MIN, &FLOOR, &CEIL, &ROUND, &SIGN,
+    &SIGMOID,
+    &TANH,
+    &ERF,
+    &EXP,
+    &SOFTPLUS,
+    &LOG,
+    &SQRT,
+    &RECIPROCAL,
+    &POW,
+    &SIN,
+    &COS,
+    &GELU,
+    &ABS,
+    &HARD_SIGMOID,
+    &HARD_SWISH,
+    &CLIP,
+    &MAX,
+    &MIN,
+    &FLOOR,
+    &CEIL,
+    &ROUND,
+    &SIGN,
     &SOFTSIGN,
 ];
 
@@ -841,7 +891,9 @@ mod tests {
     fn lines_and_intervals_contain_dense_samples() {
         let mut seed = 0x1234_5678_u64;
         let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 11) as f64 / (1u64 << 53) as f64
         };
         for f in &all() {
@@ -862,9 +914,15 @@ mod tests {
                     for s in 0..=400 {
                         let x = l + (u - l) * s as f64 / 400.0;
                         let y = f.value(x);
-                        assert!(ylo <= y && y <= yhi, "{f:?} at {x} in [{l}, {u}]: {y} outside [{ylo}, {yhi}]");
+                        assert!(
+                            ylo <= y && y <= yhi,
+                            "{f:?} at {x} in [{l}, {u}]: {y} outside [{ylo}, {yhi}]"
+                        );
                         let (lo_line, hi_line) = (ln.kl * x + ln.bl, ln.ku * x + ln.bu);
-                        assert!(lo_line <= y && y <= hi_line, "{f:?} at {x} in [{l}, {u}] ({mode:?}): {y} not in [{lo_line}, {hi_line}] ({ln:?})");
+                        assert!(
+                            lo_line <= y && y <= hi_line,
+                            "{f:?} at {x} in [{l}, {u}] ({mode:?}): {y} not in [{lo_line}, {hi_line}] ({ln:?})"
+                        );
                     }
                 }
             }
@@ -882,7 +940,10 @@ mod tests {
                 let h = 1e-6;
                 let fd = (f.value(x + h) - f.value(x - h)) / (2.0 * h);
                 let d = f.derivative(x);
-                assert!((fd - d).abs() < 1e-5 * (1.0 + d.abs()), "{f:?}'({x}) = {d}, fd {fd}");
+                assert!(
+                    (fd - d).abs() < 1e-5 * (1.0 + d.abs()),
+                    "{f:?}'({x}) = {d}, fd {fd}"
+                );
             }
         }
     }
@@ -896,14 +957,23 @@ mod tests {
         let ln = lines(&Func::of(&EXP), 0.0, 2.0, &real);
         assert!((ln.kl - 1.0f64.exp()).abs() < 1e-12 && ln.ku > ln.kl);
         let ln = lines(&Func::of(&LOG), 1.0, 3.0, &real);
-        assert!((ln.ku - 0.5).abs() < 1e-12, "tangent at the midpoint 2: {ln:?}");
+        assert!(
+            (ln.ku - 0.5).abs() < 1e-12,
+            "tangent at the midpoint 2: {ln:?}"
+        );
         // Deployed lines are wider by the allowance.
         let e = Func::of(&EXP);
         let (r, d) = (lines(&e, 0.0, 2.0, &real), lines(&e, 0.0, 2.0, &dep));
         assert!(d.bl < r.bl && d.bu > r.bu);
         // Undefined somewhere: unbounded; beyond float32's range: unbounded in deployed mode.
-        assert_eq!(interval(&Func::of(&LOG), -1.0, 1.0, &real).0, f64::NEG_INFINITY);
-        assert_eq!(interval(&Func::of(&RECIPROCAL), -1.0, 1.0, &real).1, f64::INFINITY);
+        assert_eq!(
+            interval(&Func::of(&LOG), -1.0, 1.0, &real).0,
+            f64::NEG_INFINITY
+        );
+        assert_eq!(
+            interval(&Func::of(&RECIPROCAL), -1.0, 1.0, &real).1,
+            f64::INFINITY
+        );
         assert_eq!(interval(&e, 80.0, 90.0, &dep).1, f64::INFINITY);
         assert!(interval(&e, 80.0, 90.0, &real).1.is_finite());
     }

@@ -182,7 +182,12 @@ pub struct Condition {
 impl Condition {
     /// `condition [outcome]: detail`, as every text format shows it.
     pub fn line(&self) -> String {
-        format!("{} [{}]: {}", self.condition, self.outcome.name(), self.detail)
+        format!(
+            "{} [{}]: {}",
+            self.condition,
+            self.outcome.name(),
+            self.detail
+        )
     }
 }
 

@@ -152,12 +152,11 @@ pub fn transfer(
             Intervals::new(lo, hi)
         }
         Op::Elementwise(f) => {
-            let (lo, hi) = x
-                .lo
-                .iter()
-                .zip(&x.hi)
-                .map(|(&l, &h)| elementwise::interval(f, l, h, rnd))
-                .unzip();
+            let (lo, hi) =
+                x.lo.iter()
+                    .zip(&x.hi)
+                    .map(|(&l, &h)| elementwise::interval(f, l, h, rnd))
+                    .unzip();
             Intervals::new(lo, hi)
         }
         Op::MaxPool(p) => Intervals::new(

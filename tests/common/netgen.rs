@@ -3,7 +3,7 @@
 
 use ferrocert::ir::Graph;
 use ferrocert::onnx;
-use ferrocert::onnx::build::{ModelBuilder, attr_float, attr_int, attr_ints};
+use ferrocert::onnx::build::{ModelBuilder, attr_float, attr_int, attr_ints, attr_str};
 use std::path::Path;
 
 /// Deterministic pseudo-random numbers (SplitMix64).
@@ -38,13 +38,36 @@ impl Rng {
 }
 
 /// Layer kinds the generator can emit (applied when the current shape allows).
-pub const KINDS: usize = 17;
+pub const KINDS: usize = 25;
 
 /// The elementwise functions kind 16 picks from (ONNX name, how its input is prepared).
 pub const FUNCS: &[&str] = &[
-    "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Sin", "Cos", "Softplus", "Erf",
-    "Gelu", "Abs", "HardSigmoid", "HardSwish", "Clip", "Max", "Min", "Floor", "Ceil", "Round",
-    "Sign", "Pow2", "Pow3", "PowHalf", "PowM1", "Softsign",
+    "Sigmoid",
+    "Tanh",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Sin",
+    "Cos",
+    "Softplus",
+    "Erf",
+    "Gelu",
+    "Abs",
+    "HardSigmoid",
+    "HardSwish",
+    "Clip",
+    "Max",
+    "Min",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Pow2",
+    "Pow3",
+    "PowHalf",
+    "PowM1",
+    "Softsign",
 ];
 
 /// Append elementwise function `name` to `x`, first squashing or shifting its input into the
@@ -270,6 +293,106 @@ pub fn random_model(
                 let name = FUNCS[r.int(0, FUNCS.len() - 1)];
                 x = add_func(&mut b, &mut r, &x, name);
                 desc.push(name.into());
+            }
+            17 => {
+                // Softmax or LogSoftmax over the last axis.
+                let op = if r.unit() < 0.7 {
+                    "Softmax"
+                } else {
+                    "LogSoftmax"
+                };
+                x = b.node(op, &[&x], vec![attr_int("axis", -1)]);
+                desc.push(op.into());
+            }
+            18 => {
+                // A reduction over the last axis, kept as size 1.
+                let ops = ["ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean"];
+                let op = ops[r.int(0, 3)];
+                let r_ = shape.len() as i64;
+                x = if op == "ReduceSum" {
+                    // Since opset 13 ReduceSum takes its axes as an input.
+                    let ax = b.init_i64(&[1], &[r_ - 1]);
+                    b.node(op, &[&x, &ax], vec![attr_int("keepdims", 1)])
+                } else {
+                    b.node(
+                        op,
+                        &[&x],
+                        vec![attr_ints("axes", &[r_ - 1]), attr_int("keepdims", 1)],
+                    )
+                };
+                let last = shape.len() - 1;
+                shape[last] = 1;
+                desc.push(op.into());
+            }
+            19 if is4 => {
+                let (c, h, w) = (shape[1], shape[2], shape[3]);
+                let m = r.int(1, 3) as i64;
+                let s_ = r.int(1, 2) as i64;
+                let k = r.int(1, 3) as i64;
+                let wt = b.init(&[c, m, k, k], &r.vec((c * m * k * k) as usize, scale / 2.0));
+                x = b.node(
+                    "ConvTranspose",
+                    &[&x, &wt],
+                    vec![
+                        attr_ints("strides", &[s_, s_]),
+                        attr_ints("pads", &[0, 0, 0, 0]),
+                    ],
+                );
+                shape = vec![1, m, (h - 1) * s_ + k, (w - 1) * s_ + k];
+                desc.push(format!("ConvTranspose {c}->{m} k{k} s{s_}"));
+            }
+            20 if is4 => {
+                let mode = if r.unit() < 0.5 { "nearest" } else { "linear" };
+                let sc = b.init(&[4], &[1.0, 1.0, 2.0, 1.5]);
+                let roi = b.init(&[0], &[]);
+                x = b.node("Resize", &[&x, &roi, &sc], vec![attr_str("mode", mode)]);
+                shape = vec![shape[0], shape[1], shape[2] * 2, shape[3] * 3 / 2];
+                desc.push(format!("Resize {mode}"));
+            }
+            21 if !is4 => {
+                // x^T-like product of two network values: [1, d] @ [d, 1] = [1, 1], doubled
+                // back out by a dense layer later.
+                let (a, d) = (shape[0], shape[1]);
+                let t = b.node("Transpose", &[&x], vec![attr_ints("perm", &[1, 0])]);
+                x = b.node("MatMul", &[&x, &t], vec![]);
+                shape = vec![a, a];
+                desc.push(format!("MatMul var-var ({a} x {d})"));
+            }
+            22 if shape[shape.len() - 1] >= 2 => {
+                // Split the last axis in two and swap the halves.
+                let r_ = shape.len();
+                let n = shape[r_ - 1];
+                let sp = b.init_i64(&[2], &[n / 2, n - n / 2]);
+                let (a, c) = (format!("{x}_a"), format!("{x}_b"));
+                b.node_to(
+                    "Split",
+                    &[&x, &sp],
+                    &[&a, &c],
+                    vec![attr_int("axis", r_ as i64 - 1)],
+                );
+                x = b.node("Concat", &[&c, &a], vec![attr_int("axis", r_ as i64 - 1)]);
+                desc.push("Split+Concat".into());
+            }
+            23 if shape[shape.len() - 1] >= 2 => {
+                let n = shape[shape.len() - 1];
+                let g = b.init(&[n], &r.vec(n as usize, 1.5));
+                let bb = b.init(&[n], &r.vec(n as usize, 1.0));
+                x = b.node(
+                    "LayerNormalization",
+                    &[&x, &g, &bb],
+                    vec![attr_int("axis", -1)],
+                );
+                desc.push("LayerNorm".into());
+            }
+            24 => {
+                // Tile the last axis twice, or expand a leading 1 to 2 and fold it back.
+                let r_ = shape.len();
+                let mut reps = vec![1i64; r_];
+                reps[r_ - 1] = 2;
+                let rp = b.init_i64(&[r_ as i64], &reps);
+                x = b.node("Tile", &[&x, &rp], vec![]);
+                shape[r_ - 1] *= 2;
+                desc.push("Tile".into());
             }
             _ => {}
         }
