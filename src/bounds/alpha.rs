@@ -57,7 +57,19 @@ fn initial_alphas(c: &Crown, rows: &[usize]) -> Alphas {
             let leak = match node.op {
                 Op::Relu => 0.0,
                 Op::LeakyRelu { alpha } if alpha <= 1.0 => alpha,
-                _ => return None,
+                // Optimised slopes exist only for ReLU-like kinks (their lower line through the
+                // origin); every other operator keeps its CROWN relaxation.
+                Op::LeakyRelu { .. }
+                | Op::Const(_)
+                | Op::Linear(_)
+                | Op::Conv(_)
+                | Op::Affine(_)
+                | Op::Binary(_)
+                | Op::Elementwise(_)
+                | Op::MaxPool(_)
+                | Op::AveragePool(_)
+                | Op::Reshape
+                | Op::Select(_) => return None,
             };
             let b = c.bounds[node.inputs[0]].as_ref()?;
             let n = g.values[node.inputs[0]].numel();
@@ -398,7 +410,16 @@ fn gradients(
                 }
                 y
             }
-            _ => eval::run_node::<f64>(g, node, &ins, r),
+            // The relaxed network is the network itself elsewhere: exact linear maps, and the
+            // lower/upper McCormick or pooling choices are bounded by the pass, not optimised.
+            Op::Const(_)
+            | Op::Linear(_)
+            | Op::Conv(_)
+            | Op::Affine(_)
+            | Op::Binary(_)
+            | Op::AveragePool(_)
+            | Op::Reshape
+            | Op::Select(_) => eval::run_node::<f64>(g, node, &ins, r),
         };
         vals[node.output] = Some(y);
     }

@@ -199,7 +199,15 @@ impl<'g> Crown<'g> {
                 {
                     Need::All
                 }
-                _ => Need::No,
+                // Exactly linear: their inputs need no bounds of their own.
+                Op::Binary(_)
+                | Op::Const(_)
+                | Op::Linear(_)
+                | Op::Conv(_)
+                | Op::Affine(_)
+                | Op::AveragePool(_)
+                | Op::Reshape
+                | Op::Select(_) => Need::No,
             };
             for &v in &n.inputs {
                 need[v] = need[v].max(nd);
@@ -237,14 +245,23 @@ impl<'g> Crown<'g> {
             // The input bounds are final here: fix the node's relaxation once.
             if let Some(xb) = node.inputs.first().and_then(|&i| c.bounds[i].as_ref()) {
                 match &node.op {
-                    op if op.is_activation() => {
+                    op @ (Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_)) => {
                         c.lines[out] = backward::activation_lines(op, xb, &c.rnd);
                     }
                     Op::MaxPool(p) => {
                         let in_n = g.values[node.inputs[0]].numel();
                         c.pools[out] = Some(backward::maxpool_relax_all(p, xb, in_n));
                     }
-                    _ => {}
+                    // No relaxation to fix: linear maps, and products (McCormick planes from
+                    // the bounds at each pass).
+                    Op::Const(_)
+                    | Op::Linear(_)
+                    | Op::Conv(_)
+                    | Op::Affine(_)
+                    | Op::Binary(_)
+                    | Op::AveragePool(_)
+                    | Op::Reshape
+                    | Op::Select(_) => {}
                 }
             }
             let mut ib = ib;

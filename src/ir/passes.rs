@@ -151,6 +151,9 @@ fn try_fuse(g: &mut Graph, i: usize, j: usize) -> bool {
             g.nodes[j] = aff;
             return true;
         }
+        // Every other pair stays as it is: not fusing is always sound (no analysis treats an
+        // operator by what its neighbour is), so this default is not a wildcard over what an
+        // operator means.
         _ => None,
     };
     let Some(op) = fused else {

@@ -270,7 +270,19 @@ impl Encoding {
                             let leak = match node.op {
                                 Op::Relu => Some(0.0),
                                 Op::LeakyRelu { alpha } if alpha <= 1.0 => Some(alpha),
-                                _ => None,
+                                // Only ReLU-like kinks have the triangle; others use their
+                                // two CROWN lines below.
+                                Op::LeakyRelu { .. }
+                                | Op::Elementwise(_)
+                                | Op::Const(_)
+                                | Op::Linear(_)
+                                | Op::Conv(_)
+                                | Op::Affine(_)
+                                | Op::Binary(_)
+                                | Op::MaxPool(_)
+                                | Op::AveragePool(_)
+                                | Op::Reshape
+                                | Op::Select(_) => None,
                             };
                             if let Some(a) = leak {
                                 for k in [a, 1.0] {

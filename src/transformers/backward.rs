@@ -143,9 +143,11 @@ pub fn node_error(
             let x = bounds[node.output].as_ref()?;
             let src = input(0).map(|i| i.abs_max());
             let own = x.abs_max();
-            let m: Vec<f64> = match (&node.op, src) {
-                (Op::Relu, Some(s)) => s,
-                _ => own,
+            // ReLU: the input's magnitudes (its output's are no larger).
+            let m: Vec<f64> = if let (Op::Relu, Some(s)) = (&node.op, src) {
+                s
+            } else {
+                own
             };
             Some(m.iter().map(|v| (g64 * v * 2.0).next_up()).collect())
         }
@@ -210,7 +212,14 @@ fn step(ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back {
             activation_back(ctx, node, a, r, out_n, alpha)
         }
         Op::MaxPool(_) => maxpool_back(ctx, node, a, r, out_n),
-        _ => Back::Concretize(Vec::new()),
+        // Exactly linear: handled by `linear_step` above.
+        Op::Const(_)
+        | Op::Linear(_)
+        | Op::Conv(_)
+        | Op::Affine(_)
+        | Op::AveragePool(_)
+        | Op::Reshape
+        | Op::Select(_) => Back::Concretize(Vec::new()),
     }
 }
 
@@ -310,7 +319,10 @@ pub fn linear_step(g: &Graph, node: &Node, a: &[f64], r: usize) -> Option<Back> 
                 mag,
             }
         }
-        _ => return None,
+        // Nonlinear: need bounds and a relaxation.
+        Op::Binary(_) | Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_) | Op::MaxPool(_) => {
+            return None;
+        }
     })
 }
 
