@@ -13,6 +13,13 @@ use ferrocert::eval;
 use ferrocert::ir::{Op, passes};
 use ferrocert::transformers::relax;
 use proptest::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Domains with split constraints that were bounded, and samples checked inside them: a run
+/// where no domain has a split or no sample lands in one checks nothing, so the test requires
+/// both.
+static DOMAINS: AtomicUsize = AtomicUsize::new(0);
+static CHECKED: AtomicUsize = AtomicUsize::new(0);
 
 fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(), TestCaseError> {
     let (model, desc) = netgen::random_model(kinds, false, seed);
@@ -79,6 +86,7 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(),
     let fixed = c
         .pass(g.output, a0, &rows, None, Some(&betas), Record::default())
         .lower;
+    DOMAINS.fetch_add(1, Ordering::SeqCst);
     let n = 10_000;
     let xs = common::sample_box(&lo, &hi, n, &mut r);
     let vals = eval::forward_values::<f32>(&g, &xs, n).unwrap();
@@ -91,6 +99,7 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(),
         if !holds {
             continue;
         }
+        CHECKED.fetch_add(1, Ordering::SeqCst);
         for (k, o) in objs.iter().enumerate() {
             let val: f64 = (0..no).map(|j| o[j] * y[s * no + j] as f64).sum();
             for (name, b) in [("optimised", lower[k]), ("random betas", fixed[k])] {
@@ -104,19 +113,34 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(),
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    #[test]
-    fn beta_crown_bounds_contain_the_domain(
-        body in proptest::collection::vec(prop_oneof![Just(0u8), Just(2u8)], 2..7),
-        seed in any::<u64>(),
-        eps_pick in 0usize..3,
-        nsplits in 1usize..5,
-    ) {
-        // Dense and ReLU layers only, ending in a dense layer.
-        let mut kinds = body;
-        kinds.push(0);
-        check(&kinds, seed, eps_pick, nsplits)?;
-    }
+#[test]
+fn beta_crown_bounds_contain_the_domain() {
+    use proptest::test_runner::{Config, TestRunner};
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        ..Config::default()
+    });
+    let strategy = (
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(2u8)], 2..7),
+        any::<u64>(),
+        0usize..3,
+        1usize..5,
+    );
+    runner
+        .run(&strategy, |(body, seed, eps_pick, nsplits)| {
+            // Dense and ReLU layers only, ending in a dense layer.
+            let mut kinds = body;
+            kinds.push(0);
+            check(&kinds, seed, eps_pick, nsplits)
+        })
+        .unwrap();
+    let (domains, checked) = (
+        DOMAINS.load(Ordering::SeqCst),
+        CHECKED.load(Ordering::SeqCst),
+    );
+    eprintln!("{domains} split domains bounded, {checked} samples checked inside them");
+    assert!(
+        domains >= 8 && checked >= 20_000,
+        "too little was checked: {domains} domains, {checked} samples"
+    );
 }

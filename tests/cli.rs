@@ -112,7 +112,8 @@ fn verify_words_exit_codes_and_result_file() {
         std::fs::read_to_string(&rf).unwrap().lines().next(),
         Some("unsat")
     );
-    // A sat instance is not proved by IBP: unknown, exit 3 (never unsat).
+    // A known sat instance (Marabou's verdict): sat, exit 1, a counterexample inside the box
+    // in the result file.
     let (code, out, _) = common::ferrocert(&[
         "verify",
         &repo("models/digits_mlp.onnx"),
@@ -120,8 +121,28 @@ fn verify_words_exit_codes_and_result_file() {
         "--result-file",
         rf.to_str().unwrap(),
     ]);
-    assert!(code == 3 || code == 1, "exit {code}");
-    assert_ne!(out.lines().next(), Some("unsat"));
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.lines().next(), Some("sat"));
+    let (x, _) = ferrocert::report::parse_counterexample(&std::fs::read_to_string(&rf).unwrap())
+        .expect("a counterexample in the result file");
+    let spec =
+        ferrocert::spec::parse_file(&common::repo("specs/digits/prop_9_0.05.vnnlib")).unwrap();
+    assert!(
+        spec.regions[0].contains(&x),
+        "counterexample outside the box"
+    );
+    // With IBP as the strongest method and no search it is not proved (never unsat): exit 3.
+    let (code, out, _) = common::ferrocert(&[
+        "verify",
+        &repo("models/digits_mlp.onnx"),
+        &repo("specs/digits/prop_12_0.02.vnnlib"),
+        "--method",
+        "ibp",
+        "--timeout",
+        "0.001",
+    ]);
+    assert_ne!(out.lines().next(), Some("unsat"), "{out}");
+    assert!(code == 3, "exit {code}: {out}");
     // An error still writes the result file.
     let (code, _, _) = common::ferrocert(&[
         "verify",
