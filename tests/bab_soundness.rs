@@ -107,25 +107,7 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, quantile: usize) -> Result<()
 
 #[test]
 fn input_splitting_on_conjunctions_is_sound() {
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new(Config {
-        cases: 48,
-        ..Config::default()
-    });
-    let strategy = (
-        proptest::collection::vec(prop_oneof![Just(0u8), Just(2u8)], 2..7),
-        any::<u64>(),
-        0usize..3,
-        0usize..3,
-    );
-    runner
-        .run(&strategy, |(body, seed, eps_pick, quantile)| {
-            // Dense and ReLU layers only, ending in a dense layer.
-            let mut kinds = body;
-            kinds.push(0);
-            check(&kinds, seed, eps_pick, quantile)
-        })
-        .unwrap();
+    netgen::run_dense_relu_cases(48, 0usize..3, check);
     let (cases, decided) = (CASES.load(Ordering::SeqCst), DECIDED.load(Ordering::SeqCst));
     eprintln!("{decided} of {cases} cases decided");
     assert!(

@@ -115,25 +115,7 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(),
 
 #[test]
 fn beta_crown_bounds_contain_the_domain() {
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new(Config {
-        cases: 48,
-        ..Config::default()
-    });
-    let strategy = (
-        proptest::collection::vec(prop_oneof![Just(0u8), Just(2u8)], 2..7),
-        any::<u64>(),
-        0usize..3,
-        1usize..5,
-    );
-    runner
-        .run(&strategy, |(body, seed, eps_pick, nsplits)| {
-            // Dense and ReLU layers only, ending in a dense layer.
-            let mut kinds = body;
-            kinds.push(0);
-            check(&kinds, seed, eps_pick, nsplits)
-        })
-        .unwrap();
+    netgen::run_dense_relu_cases(48, 1usize..5, check);
     let (domains, checked) = (
         DOMAINS.load(Ordering::SeqCst),
         CHECKED.load(Ordering::SeqCst),

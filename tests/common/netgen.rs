@@ -416,3 +416,34 @@ pub fn import(m: &onnx_protobuf::ModelProto) -> Graph {
     onnx::import(m, Path::new("."))
         .unwrap_or_else(|e| panic!("generated model failed to import: {e}"))
 }
+
+/// Runs `cases` proptest cases over random dense/ReLU stacks that end in a
+/// dense layer, each with a seed, an epsilon pick (0..3) and one extra value
+/// drawn from `extra`; `check` gets `(kinds, seed, eps_pick, extra)`.
+pub fn run_dense_relu_cases<S: proptest::strategy::Strategy>(
+    cases: u32,
+    extra: S,
+    check: impl Fn(&[u8], u64, usize, S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    // No source file to persist failures beside: a failure prints its case.
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(2u8)], 2..7),
+        any::<u64>(),
+        0usize..3,
+        extra,
+    );
+    runner
+        .run(&strategy, |(body, seed, eps_pick, x)| {
+            let mut kinds = body;
+            kinds.push(0);
+            check(&kinds, seed, eps_pick, x)
+        })
+        .unwrap();
+}
