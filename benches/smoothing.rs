@@ -45,7 +45,16 @@ fn bench_samples(c: &mut Criterion) {
     g.finish();
 }
 
+fn fill_rand_distr(rng: &mut impl rand::Rng, buf: &mut [f32]) {
+    for v in buf.iter_mut() {
+        let z: f32 = rng.sample(rand_distr::StandardNormal);
+        *v = 0.25 * z;
+    }
+    black_box(&buf);
+}
+
 fn bench_normals(c: &mut Criterion) {
+    use rand::SeedableRng;
     let zig = Ziggurat::new();
     let mut buf = vec![0f32; 1 << 20];
     let mut g = c.benchmark_group("normals");
@@ -56,6 +65,16 @@ fn bench_normals(c: &mut Criterion) {
             zig.fill(&mut rng, 0.25, &mut buf);
             black_box(&buf);
         })
+    });
+    // The crate a Rust user would reach for first, on its default StdRng (ChaCha12) and its
+    // fastest SmallRng (Xoshiro256++): the measured reason for our own generator (README, "Crates").
+    g.bench_function("rand_distr_standard_normal_stdrng_1thread", |b| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        b.iter(|| fill_rand_distr(&mut rng, &mut buf))
+    });
+    g.bench_function("rand_distr_standard_normal_smallrng_1thread", |b| {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        b.iter(|| fill_rand_distr(&mut rng, &mut buf))
     });
     g.finish();
 }

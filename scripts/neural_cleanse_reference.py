@@ -2,7 +2,7 @@
 """Neural Cleanse (Wang et al. 2019) in PyTorch, to time `ferrocert scan` against on the same
 machine in the same run.
 
-Settings are those of the shared reference run (digits/reference/neural_cleanse.json): per
+Settings are those of the shared reference run (a copy is tests/data/digits/neural_cleanse_reference.json): per
 label 600 Adam steps over all inputs at once, lr 0.1, mask and pattern tanh-parameterised, loss
 cross-entropy + lambda * |mask|_1 with lambda starting at 0.01 and multiplied (attack success
 rate >= 0.99) or divided by 1.5 every 10 steps, the smallest mask reaching 0.99 kept; anomaly

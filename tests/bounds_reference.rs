@@ -1,4 +1,6 @@
-//! Bounds against the independent reference values in `digits/reference/bounds.jsonl`.
+//! Bounds against the independent reference values in `tests/data/digits/bounds_reference.jsonl`
+//! (a copy of the digits suite's `reference/bounds.jsonl`: IBP, CROWN and LP checked against
+//! auto_LiRPA, plus sampled outputs).
 
 mod common;
 
@@ -76,11 +78,11 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    let shared = common::shared_benchmarks()?;
-    let d = shared.join("digits");
-    let lines = common::read_jsonl(&d.join("reference/bounds.jsonl"));
-    let ts: Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("test_set.json")).unwrap()).unwrap();
+    let lines = common::read_jsonl(&common::repo("tests/data/digits/bounds_reference.jsonl"));
+    let ts: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo("tests/data/digits/test_set.json")).unwrap(),
+    )
+    .unwrap();
     let images = ts["images"]
         .as_array()
         .unwrap()
@@ -91,7 +93,7 @@ fn fixture() -> Option<Fixture> {
     for m in ["digits_mlp", "digits_cnn", "toy_mlp"] {
         nets.insert(
             m.to_string(),
-            Network::load(&d.join(format!("onnx/{m}.onnx"))).unwrap(),
+            Network::load(&common::repo(&format!("models/{m}.onnx"))).unwrap(),
         );
     }
     Some(Fixture {

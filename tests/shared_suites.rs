@@ -10,6 +10,70 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+/// Files the repository bundles so a fresh clone tests without `../shared`, and the shared
+/// originals they copy (path under `../shared/benchmarks`).
+const BUNDLED_COPIES: &[(&str, &str)] = &[
+    ("models/digits_mlp.onnx", "digits/onnx/digits_mlp.onnx"),
+    (
+        "models/digits_mlp.onnx",
+        "digits/onnx/digits_mlp_clean.onnx",
+    ),
+    ("models/digits_cnn.onnx", "digits/onnx/digits_cnn.onnx"),
+    (
+        "models/digits_mlp_noise.onnx",
+        "digits/onnx/digits_mlp_noise.onnx",
+    ),
+    (
+        "models/digits_mlp_backdoor.onnx",
+        "digits/onnx/digits_mlp_backdoor.onnx",
+    ),
+    ("models/toy_mlp.onnx", "digits/onnx/toy_mlp.onnx"),
+    (
+        "models/data/test_images_all.npy",
+        "digits/test_images_all.npy",
+    ),
+    (
+        "models/data/test_labels_all.npy",
+        "digits/test_labels_all.npy",
+    ),
+    (
+        "tests/data/digits/test_images.npy",
+        "digits/test_images.npy",
+    ),
+    (
+        "tests/data/digits/test_labels.npy",
+        "digits/test_labels.npy",
+    ),
+    ("tests/data/digits/test_set.json", "digits/test_set.json"),
+    (
+        "tests/data/digits/bounds_reference.jsonl",
+        "digits/reference/bounds.jsonl",
+    ),
+    (
+        "tests/data/digits/smoothing_reference.json",
+        "digits/reference/smoothing.json",
+    ),
+    (
+        "tests/data/digits/neural_cleanse_reference.json",
+        "digits/reference/neural_cleanse.json",
+    ),
+];
+
+#[test]
+fn bundled_copies_are_byte_identical_to_the_shared_originals() {
+    let Some(shared) = common::shared_benchmarks() else {
+        return;
+    };
+    for (local, original) in BUNDLED_COPIES {
+        let a = std::fs::read(common::repo(local)).unwrap_or_else(|e| panic!("{local}: {e}"));
+        let b = std::fs::read(shared.join(original)).unwrap_or_else(|e| panic!("{original}: {e}"));
+        assert!(
+            a == b,
+            "{local} differs from ../shared/benchmarks/{original}"
+        );
+    }
+}
+
 #[test]
 fn every_shared_onnx_model_loads() {
     let Some(shared) = common::shared_benchmarks() else {

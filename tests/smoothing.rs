@@ -19,16 +19,6 @@ fn repo(p: &str) -> String {
 }
 
 #[test]
-fn the_local_reference_is_the_shared_one() {
-    let Some(b) = common::shared_benchmarks() else {
-        return;
-    };
-    let shared = b.join("digits/reference/smoothing.json");
-    let a: Value = serde_json::from_str(&std::fs::read_to_string(shared).unwrap()).unwrap();
-    assert_eq!(a, reference());
-}
-
-#[test]
 fn clopper_pearson_and_normal_quantile_match_scipy() {
     for r in reference()["clopper_pearson_reference"].as_array().unwrap() {
         let (na, n, alpha) = (
