@@ -11,13 +11,18 @@
 /// ten times the largest activation of the VNN-COMP networks we target.
 pub const MAX_ELEMENTS: usize = 1 << 28;
 
-/// Number of elements of `shape`, or `None` on overflow or when above [`MAX_ELEMENTS`].
+/// Number of elements of `shape`, or `None` when the product of its nonzero dimensions exceeds
+/// [`MAX_ELEMENTS`]. Zero dimensions count as one in the test, so an empty shape such as
+/// `[0, 2^40, 2^40]` is refused too: its strides would overflow.
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {
-    let mut n: usize = 1;
+    let mut nonzero: usize = 1;
     for &d in shape {
-        n = n.checked_mul(d)?;
+        nonzero = nonzero.checked_mul(d.max(1))?;
+        if nonzero > MAX_ELEMENTS {
+            return None;
+        }
     }
-    (n <= MAX_ELEMENTS).then_some(n)
+    Some(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 /// Number of elements of a shape already known to be valid.

@@ -231,3 +231,138 @@ fn bad_cli_values() {
     let (code, _, _) = common::ferrocert(&["bounds", "--method", "nonsense", "a", "b"]);
     assert_eq!(code, 2);
 }
+
+/// `inspect` on a one-node model over a [1, 2, 4, 4] input fails cleanly, naming `needle`.
+fn geometry_case(name: &str, build: impl FnOnce(&mut ModelBuilder) -> String, needle: &str) {
+    let mut b = ModelBuilder::new(&[1, 2, 4, 4], 13);
+    let out = build(&mut b);
+    let d = common::scratch(&format!("bad_attr_{name}"));
+    let m = write(&d, "m.onnx", &to_bytes(&b.finish(&out)));
+    assert_error(&["inspect", m.to_str().unwrap()], needle);
+}
+
+#[test]
+fn attribute_arithmetic_is_checked() {
+    use ferrocert::onnx::build::attr_ints;
+    let big = i64::MAX;
+    let conv = |b: &mut ModelBuilder, attrs| {
+        let w = b.init(&[2, 2, 1, 1], &[1.0; 4]);
+        b.node("Conv", &["input", &w], attrs)
+    };
+    // group * channels: 3 channels per group times 0x5555555555555556 groups is 2 modulo 2^64,
+    // the input's channel count, so an unchecked product accepts it (with no output channels).
+    geometry_case(
+        "group",
+        |b| {
+            let w = b.init(&[0, 3, 1, 1], &[]);
+            b.node(
+                "Conv",
+                &["input", &w],
+                vec![attr_int("group", 0x5555_5555_5555_5556)],
+            )
+        },
+        "channels",
+    );
+    for (name, attrs) in [
+        ("pads", vec![attr_ints("pads", &[big, big, big, big])]),
+        (
+            "pads_sum",
+            vec![attr_ints("pads", &[1 << 62, 1 << 62, 0, 0])],
+        ),
+        ("dilations", vec![attr_ints("dilations", &[1 << 40, 1])]),
+        ("strides", vec![attr_ints("strides", &[big, 1])]),
+        ("negative_stride", vec![attr_ints("strides", &[-1, 1])]),
+    ] {
+        let what = name.split('_').next().unwrap().to_string();
+        geometry_case(name, |b| conv(b, attrs), &what);
+    }
+    // A dilated kernel that no longer fits: a shape error, not an underflow.
+    geometry_case(
+        "dilated_kernel",
+        |b| {
+            let w = b.init(&[2, 2, 2, 2], &[1.0; 16]);
+            b.node(
+                "Conv",
+                &["input", &w],
+                vec![attr_ints("dilations", &[1 << 30, 1])],
+            )
+        },
+        "dilations",
+    );
+    geometry_case(
+        "pool_kernel",
+        |b| {
+            b.node(
+                "MaxPool",
+                &["input"],
+                vec![attr_ints("kernel_shape", &[big, 1])],
+            )
+        },
+        "kernel",
+    );
+    geometry_case(
+        "pad_overflow",
+        |b| {
+            let p = b.init_i64(&[8], &[0, 0, big, 0, 0, 0, big, 0]);
+            b.node("Pad", &["input", &p], vec![])
+        },
+        "pads",
+    );
+    geometry_case(
+        "split_outputs",
+        |b| {
+            b.node(
+                "Split",
+                &["input"],
+                vec![attr_int("axis", 1), attr_int("num_outputs", 1 << 60)],
+            )
+        },
+        "num_outputs",
+    );
+    geometry_case(
+        "split_sizes",
+        |b| {
+            let s = b.init_i64(&[3], &[2, 1 << 62, 1 << 62]);
+            b.node("Split", &["input", &s], vec![attr_int("axis", 1)])
+        },
+        "elements",
+    );
+    geometry_case(
+        "empty_but_huge",
+        |b| {
+            let s = b.init_i64(&[4], &[0, 1 << 40, 1 << 40, 1]);
+            b.node("Reshape", &["input", &s], vec![])
+        },
+        "reshape",
+    );
+    geometry_case(
+        "resize_sizes",
+        |b| {
+            let sizes = b.init_i64(&[4], &[1, 2, -4, 4]);
+            b.node("Resize", &["input", "", "", &sizes], vec![])
+        },
+        "resize",
+    );
+}
+
+#[test]
+fn extreme_slice_steps_select_what_onnx_says() {
+    // steps of i64::MIN from the last element take exactly one element (the last one); a step
+    // of i64::MAX from the first takes the first. Counting them in i64 would overflow.
+    for (start, end, step, want) in [
+        (-1i64, i64::MIN, i64::MIN, 3.0f32),
+        (0, i64::MAX, i64::MAX, 0.0),
+    ] {
+        let mut b = ModelBuilder::new(&[1, 4], 13);
+        let s = b.init_i64(&[1], &[start]);
+        let e = b.init_i64(&[1], &[end]);
+        let a = b.init_i64(&[1], &[1]);
+        let st = b.init_i64(&[1], &[step]);
+        let x = b.node("Slice", &["input", &s, &e, &a, &st], vec![]);
+        let d = common::scratch(&format!("slice_{step}"));
+        let m = write(&d, "m.onnx", &to_bytes(&b.finish(&x)));
+        let net = ferrocert::network::Network::load(&m).expect("imports");
+        let y = ferrocert::eval::forward::<f32>(&net.exec, &[0.0, 1.0, 2.0, 3.0], 1).unwrap();
+        assert_eq!(y, vec![want], "start {start} end {end} step {step}");
+    }
+}

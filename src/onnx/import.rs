@@ -1265,7 +1265,7 @@ impl Builder<'_> {
         }
         let group = group as usize;
         let (m, cg) = (w.shape[0], w.shape[1]);
-        if cg * group != xs[1] || m % group != 0 {
+        if cg.checked_mul(group) != Some(xs[1]) || m % group != 0 {
             return Err(ctx.shape_err(format!(
                 "input has {} channels, weight {:?} with group {group}",
                 xs[1], w.shape
@@ -1333,14 +1333,17 @@ impl Builder<'_> {
         spatial: usize,
         dilations: bool,
     ) -> Result<Window, ImportError> {
+        // Every geometry value at most MAX_ELEMENTS, so the sums and products below (at most
+        // two factors, a few terms) stay far inside usize; larger ones fit no tensor anyway.
         let get = |name: &str, default: i64, len: usize| -> Result<Vec<usize>, ImportError> {
             let v = ctx.ints(name).unwrap_or_else(|| vec![default; len]);
-            if v.len() != len || v.iter().any(|&x| x < 0 || (name != "pads" && x < 1)) {
+            let bad = |x: i64| x < 0 || (name != "pads" && x < 1) || x > MAX_ELEMENTS as i64;
+            if v.len() != len || v.iter().any(|&x| bad(x)) {
                 return Err(ctx.attr_err(format!("{name} = {v:?}")));
             }
             Ok(v.iter().map(|&x| x as usize).collect())
         };
-        if kernel.len() != spatial || kernel.contains(&0) {
+        if kernel.len() != spatial || kernel.iter().any(|&k| k == 0 || k > MAX_ELEMENTS) {
             return Err(ctx.shape_err(format!("kernel {kernel:?}")));
         }
         let strides = get("strides", 1, spatial)?;
@@ -1358,7 +1361,7 @@ impl Builder<'_> {
             "VALID" => pads = vec![0; 2 * spatial],
             "SAME_UPPER" | "SAME_LOWER" => {
                 for d in 0..spatial {
-                    let o = ins[d].div_ceil(strides[d]);
+                    let o = ins[d].div_ceil(strides[d]).max(1);
                     let need = (o - 1) * strides[d] + dil[d] * (kernel[d] - 1) + 1;
                     let total = need.saturating_sub(ins[d]);
                     let (lo, hi) = if auto == "SAME_UPPER" {
@@ -1745,13 +1748,20 @@ impl Builder<'_> {
             } else {
                 (s.clamp(0, d - 1), e.clamp(-1, d - 1))
             };
+            // In i128: `step` may be any i64 (i64::MIN included), s and e lie in [-1, d].
+            let (s128, e128, st128) = (i128::from(s), i128::from(e), i128::from(step));
             let count = if step > 0 {
-                if e > s { (e - s + step - 1) / step } else { 0 }
+                if e > s {
+                    (e128 - s128 + st128 - 1) / st128
+                } else {
+                    0
+                }
             } else if s > e {
-                (s - e + (-step) - 1) / (-step)
+                (s128 - e128 - st128 - 1) / -st128
             } else {
                 0
             };
+            // count <= d, which fits usize.
             sel[a] = (s, step, count as usize);
         }
         let out: Vec<usize> = sel.iter().map(|s| s.2).collect();
@@ -1812,7 +1822,10 @@ impl Builder<'_> {
         }
         let mut out = Vec::with_capacity(r);
         for d in 0..r {
-            let o = xs[d] as i64 + before[d] + after[d];
+            let o = (xs[d] as i64)
+                .checked_add(before[d])
+                .and_then(|o| o.checked_add(after[d]))
+                .ok_or_else(|| ctx.attr_err(format!("pads {pads:?} overflow")))?;
             if o < 0 {
                 return Err(ctx.shape_err(format!("pads {pads:?} crop more than {xs:?}")));
             }

@@ -212,7 +212,13 @@ impl Builder<'_> {
                 to_dims(ctx, &ctx.ints("split").unwrap_or_default())?
             }
             _ => {
-                let n = ctx.int("num_outputs", outputs as i64).max(1) as usize;
+                let n = ctx.int("num_outputs", outputs as i64);
+                if n != outputs as i64 || n < 1 {
+                    return Err(
+                        ctx.attr_err(format!("num_outputs {n} for a node with {outputs} outputs"))
+                    );
+                }
+                let n = n as usize;
                 // Equal parts, the last one smaller (opset 18's rule).
                 let part = xs[axis].div_ceil(n);
                 (0..n)
@@ -220,7 +226,8 @@ impl Builder<'_> {
                     .collect()
             }
         };
-        if sizes.iter().sum::<usize>() != xs[axis] || sizes.len() != outputs {
+        let total = sizes.iter().try_fold(0usize, |t, &v| t.checked_add(v));
+        if total != Some(xs[axis]) || sizes.len() != outputs {
             return Err(ctx.shape_err(format!(
                 "split sizes {sizes:?} for axis of length {} into {outputs} outputs",
                 xs[axis]
