@@ -29,7 +29,16 @@ pub struct Network {
 impl Network {
     /// Load, import and simplify an ONNX file.
     pub fn load(path: &Path) -> Result<Self, ImportError> {
-        let (file, exec) = onnx::load_graph(path)?;
+        Self::from_file(onnx::load(path)?)
+    }
+
+    /// Import and simplify ONNX bytes as if read from `path`.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, ImportError> {
+        Self::from_file(onnx::decode(bytes, path)?)
+    }
+
+    fn from_file(file: onnx::OnnxFile) -> Result<Self, ImportError> {
+        let (file, exec) = onnx::import_file(file)?;
         let analysis = passes::simplify(exec.clone());
         let mut onnx_ops: Vec<(String, usize)> = Vec::new();
         let g = file.proto.graph.as_ref();
@@ -43,12 +52,16 @@ impl Network {
             .map(|g| {
                 g.initializer
                     .iter()
-                    .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>())
-                    .sum()
+                    .map(|t| {
+                        t.dims
+                            .iter()
+                            .fold(1usize, |n, &d| n.saturating_mul(d.max(0) as usize))
+                    })
+                    .fold(0usize, usize::saturating_add)
             })
             .unwrap_or(0);
         Ok(Network {
-            path: path.to_path_buf(),
+            path: file.path.clone(),
             opset: file.opset(),
             sha256: file.sha256,
             size_bytes: file.size_bytes,

@@ -4,21 +4,34 @@
 //! *not* part of the network's own shape: a per-sample tensor of shape `s` is stored as
 //! `[batch, s...]`, so per-sample operators never have to know the batch size.
 
-/// Largest number of elements any single tensor may have (weights, activations, constants).
+/// Largest number of elements any single tensor of a network may have (weights, activations,
+/// constants, the importer's index maps).
 ///
 /// Checked before anything is allocated, so that a model declaring an absurd tensor is refused
-/// with an error instead of exhausting memory. 2^28 elements is 1 GiB of f32 (2 GiB of f64),
-/// ten times the largest activation of the VNN-COMP networks we target.
-pub const MAX_ELEMENTS: usize = 1 << 28;
+/// with an error instead of exhausting memory. 2^26 elements is 256 MiB of f32, twenty times the
+/// largest activation of the VNN-COMP networks (VGG-16's first convolutions, 64 x 224 x 224 =
+/// 3.2 M). The importer keeps a few f64 words per element of an operator's output (scale, shift
+/// and error offset of an affine map, an index map), so one such tensor costs at most a few GiB
+/// to import; at 2^28 the fuzzer met 540-byte files that took 8.6 GiB.
+pub const MAX_ELEMENTS: usize = 1 << 26;
+
+/// Largest number of elements of a data array (`.npy`). Its values are in the file, so the file
+/// length bounds the allocation; this only refuses the absurd.
+pub const MAX_ARRAY_ELEMENTS: usize = 1 << 28;
 
 /// Number of elements of `shape`, or `None` when the product of its nonzero dimensions exceeds
 /// [`MAX_ELEMENTS`]. Zero dimensions count as one in the test, so an empty shape such as
 /// `[0, 2^40, 2^40]` is refused too: its strides would overflow.
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    checked_numel_within(shape, MAX_ELEMENTS)
+}
+
+/// [`checked_numel`] against another limit.
+pub fn checked_numel_within(shape: &[usize], limit: usize) -> Option<usize> {
     let mut nonzero: usize = 1;
     for &d in shape {
         nonzero = nonzero.checked_mul(d.max(1))?;
-        if nonzero > MAX_ELEMENTS {
+        if nonzero > limit {
             return None;
         }
     }

@@ -95,14 +95,17 @@ fn every_shared_vnnlib_parses() {
     let specs = common::files_with_ext(&shared, "vnnlib");
     assert!(specs.len() >= 500, "found only {} specs", specs.len());
     let t = Instant::now();
-    let mut bytes = 0;
+    let (mut bytes, mut most_regions, mut most_disjuncts) = (0, 0, 0);
     for s in &specs {
         bytes += std::fs::metadata(s).unwrap().len();
         let sp = spec::parse_file(s).unwrap_or_else(|e| panic!("{}: {e}", s.display()));
         assert!(!sp.regions.is_empty(), "{}", s.display());
+        most_regions = most_regions.max(sp.regions.len());
+        most_disjuncts = most_disjuncts.max(sp.disjunct_count());
     }
     eprintln!(
-        "parsed {} specs ({} MB) in {:?}",
+        "parsed {} specs ({} MB) in {:?}; at most {most_regions} input regions and \
+         {most_disjuncts} output disjuncts in one spec",
         specs.len(),
         bytes / 1_000_000,
         t.elapsed()

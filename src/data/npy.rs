@@ -1,7 +1,7 @@
 //! A strict reader for NumPy `.npy` files (format versions 1-3, little- or big-endian numeric
 //! dtypes, C order). Sizes are checked against the file length before any allocation.
 
-use crate::tensor::{MAX_ELEMENTS, checked_numel};
+use crate::tensor::{MAX_ARRAY_ELEMENTS, checked_numel_within};
 use std::path::Path;
 use thiserror::Error;
 
@@ -101,10 +101,10 @@ pub fn parse(bytes: &[u8], path: &str) -> Result<Array, NpyError> {
     for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         shape.push(part.parse::<usize>().map_err(|_| fmt("bad shape"))?);
     }
-    let n = checked_numel(&shape).ok_or_else(|| NpyError::TooLarge {
+    let n = checked_numel_within(&shape, MAX_ARRAY_ELEMENTS).ok_or_else(|| NpyError::TooLarge {
         path: path.to_string(),
         shape: shape.clone(),
-        limit: MAX_ELEMENTS,
+        limit: MAX_ARRAY_ELEMENTS,
     })?;
     let (endian, kind) = match dtype.as_bytes() {
         [e, rest @ ..] if matches!(e, b'<' | b'>' | b'|' | b'=') => {

@@ -139,9 +139,14 @@ pub fn load(path: &Path) -> Result<OnnxFile, ImportError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let sha256 = sha256_hex(&bytes);
+    decode(&bytes, path)
+}
+
+/// Decode ONNX bytes read from `path` (the path only names the model and locates external data).
+pub fn decode(bytes: &[u8], path: &Path) -> Result<OnnxFile, ImportError> {
+    let sha256 = sha256_hex(bytes);
     let proto =
-        ModelProto::parse_from_bytes(&bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
+        ModelProto::parse_from_bytes(bytes).map_err(|e| ImportError::Decode(e.to_string()))?;
     if proto.graph.is_none() {
         return Err(ImportError::NoGraph);
     }
@@ -167,8 +172,12 @@ pub fn sha256_file(path: &Path) -> Result<String, std::io::Error> {
 /// Load and import in one step: the IR graph as the deployed network computes it (constants
 /// folded, views and no-ops removed, affine maps not yet merged).
 pub fn load_graph(path: &Path) -> Result<(OnnxFile, crate::ir::Graph), ImportError> {
-    let f = load(path)?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    import_file(load(path)?)
+}
+
+/// Import a decoded file; external data is looked up beside its path.
+pub fn import_file(f: OnnxFile) -> Result<(OnnxFile, crate::ir::Graph), ImportError> {
+    let base = f.path.parent().unwrap_or(Path::new("."));
     let g = import(&f.proto, base)?;
     Ok((f, g))
 }

@@ -9,6 +9,8 @@
 
 mod parse;
 
+pub use parse::parse_bytes;
+
 use std::collections::HashMap;
 use std::path::Path;
 use thiserror::Error;
@@ -35,6 +37,11 @@ pub enum SpecError {
     OutputCount { spec: usize, network: usize },
     #[error("the specification's disjunctive normal form exceeds {0} disjuncts")]
     TooLarge(usize),
+    #[error(
+        "the specification's disjunctive normal form would hold more than {0} atom occurrences \
+         (nested disjunctions multiply; write the disjuncts out, or split the spec into files)"
+    )]
+    DnfTooLarge(usize),
     #[error("disjunct {disjunct}: {msg}")]
     Region { disjunct: usize, msg: String },
 }

@@ -115,11 +115,37 @@ struct Atom {
     c: Constraint,
 }
 
+/// Declared variable indices. A set, not a table indexed by them: memory follows the number of
+/// declarations in the text, never an index (`X_99999999` alone must not allocate 100 MB).
+#[derive(Default)]
+struct Declared(std::collections::HashSet<usize>);
+
+impl Declared {
+    /// How many variables: one past the largest index (0 when none).
+    fn count(&self) -> usize {
+        self.0.iter().max().map_or(0, |m| m + 1)
+    }
+    /// The smallest index below [`Self::count`] that was not declared.
+    fn first_gap(&self) -> Option<usize> {
+        if self.0.len() == self.count() {
+            return None;
+        }
+        let mut v: Vec<usize> = self.0.iter().copied().collect();
+        v.sort_unstable();
+        Some(
+            v.iter()
+                .enumerate()
+                .find(|(k, i)| k != *i)
+                .map_or(v.len(), |(k, _)| k),
+        )
+    }
+}
+
 struct Parser<'a> {
     lex: Lexer<'a>,
     peeked: Option<(Tok<'a>, usize, usize)>,
-    declared_x: Vec<bool>,
-    declared_y: Vec<bool>,
+    declared_x: Declared,
+    declared_y: Declared,
     atoms: Vec<Atom>,
     asserts: Vec<F>,
 }
@@ -236,10 +262,7 @@ impl<'a> Parser<'a> {
                     if i >= crate::tensor::MAX_ELEMENTS {
                         return Err(err(nl, nc, "variable index is too large"));
                     }
-                    if table.len() <= i {
-                        table.resize(i + 1, false);
-                    }
-                    if std::mem::replace(&mut table[i], true) {
+                    if !table.0.insert(i) {
                         return Err(err(
                             nl,
                             nc,
@@ -338,8 +361,8 @@ impl<'a> Parser<'a> {
 
     fn check_declared(&self, v: Var, l: usize, c: usize) -> Result<(), SpecError> {
         let ok = match v {
-            Var::X(i) => self.declared_x.get(i).copied().unwrap_or(false),
-            Var::Y(i) => self.declared_y.get(i).copied().unwrap_or(false),
+            Var::X(i) => self.declared_x.0.contains(&i),
+            Var::Y(i) => self.declared_y.0.contains(&i),
         };
         if ok {
             Ok(())
@@ -484,26 +507,65 @@ impl Lin {
     }
 }
 
-/// DNF of a formula as lists of atom ids, refusing to exceed [`MAX_DISJUNCTS`].
-fn dnf(f: &F) -> Result<Vec<Vec<usize>>, SpecError> {
+/// What the DNF expansion may still build: atom occurrences over all terms it creates. Nested
+/// disjunctions multiply, so a file of a few hundred bytes can describe 2^20 disjuncts of 20
+/// atoms each; the expansion is allowed [`DNF_REFS_PER_BYTE`] occurrences per byte of text (at
+/// least [`DNF_REFS_MIN`]), which anything written out stays far below, and is refused beyond.
+struct DnfBudget {
+    left: std::cell::Cell<usize>,
+    limit: usize,
+}
+
+/// Atom occurrences the DNF may hold per byte of VNN-LIB text.
+const DNF_REFS_PER_BYTE: usize = 16;
+/// Atom occurrences any spec may expand to, whatever its length.
+const DNF_REFS_MIN: usize = 1 << 16;
+
+impl DnfBudget {
+    fn for_text(len: usize) -> Self {
+        let limit = len.saturating_mul(DNF_REFS_PER_BYTE).max(DNF_REFS_MIN);
+        DnfBudget {
+            left: std::cell::Cell::new(limit),
+            limit,
+        }
+    }
+    fn spend(&self, refs: usize) -> Result<(), SpecError> {
+        match self.left.get().checked_sub(refs) {
+            Some(l) => {
+                self.left.set(l);
+                Ok(())
+            }
+            None => Err(SpecError::DnfTooLarge(self.limit)),
+        }
+    }
+}
+
+/// DNF of a formula as lists of atom ids, refusing to exceed [`MAX_DISJUNCTS`] or the budget.
+fn dnf(f: &F, budget: &DnfBudget) -> Result<Vec<Vec<usize>>, SpecError> {
     match f {
-        F::Atom(a) => Ok(vec![vec![*a]]),
+        F::Atom(a) => {
+            budget.spend(1)?;
+            Ok(vec![vec![*a]])
+        }
         F::Or(kids) => {
             let mut out = Vec::new();
             for k in kids {
-                out.extend(dnf(k)?);
+                out.extend(dnf(k, budget)?);
                 if out.len() > MAX_DISJUNCTS {
                     return Err(SpecError::TooLarge(MAX_DISJUNCTS));
                 }
             }
             Ok(out)
         }
-        F::And(kids) => and_dnf(kids.iter()),
+        F::And(kids) => and_dnf(kids.iter(), budget),
     }
 }
 
 /// DNF of a conjunction: plain atoms are collected once, disjunctive children multiply.
-fn and_dnf<'f>(kids: impl Iterator<Item = &'f F>) -> Result<Vec<Vec<usize>>, SpecError> {
+fn and_dnf<'f>(
+    kids: impl Iterator<Item = &'f F>,
+    budget: &DnfBudget,
+) -> Result<Vec<Vec<usize>>, SpecError> {
     let mut base = Vec::new();
     let mut factors = Vec::new();
     let mut stack: Vec<&F> = kids.collect();
@@ -512,14 +574,22 @@ fn and_dnf<'f>(kids: impl Iterator<Item = &'f F>) -> Result<Vec<Vec<usize>>, Spe
         match k {
             F::Atom(a) => base.push(*a),
             F::And(inner) => stack.extend(inner.iter().rev()),
-            F::Or(_) => factors.push(dnf(k)?),
+            F::Or(_) => factors.push(dnf(k, budget)?),
         }
     }
+    budget.spend(base.len())?;
     let mut terms = vec![base];
     for fac in factors {
         if terms.len().saturating_mul(fac.len()) > MAX_DISJUNCTS {
             return Err(SpecError::TooLarge(MAX_DISJUNCTS));
         }
+        // Every pair (t, d) becomes a term of |t| + |d| atoms: pay before building them.
+        let refs = |v: &[Vec<usize>]| v.iter().map(Vec::len).fold(0usize, usize::saturating_add);
+        let cost = fac
+            .len()
+            .saturating_mul(refs(&terms))
+            .saturating_add(terms.len().saturating_mul(refs(&fac)));
+        budget.spend(cost)?;
         let mut next = Vec::with_capacity(terms.len() * fac.len());
         for t in &terms {
             for d in &fac {
@@ -538,7 +608,8 @@ pub fn parse_str(text: &str) -> Result<Spec, SpecError> {
     parse_bytes(text.as_bytes())
 }
 
-pub(crate) fn parse_bytes(src: &[u8]) -> Result<Spec, SpecError> {
+/// Parse VNN-LIB bytes (what a file holds; not necessarily UTF-8).
+pub fn parse_bytes(src: &[u8]) -> Result<Spec, SpecError> {
     let mut p = Parser {
         lex: Lexer {
             src,
@@ -547,15 +618,15 @@ pub(crate) fn parse_bytes(src: &[u8]) -> Result<Spec, SpecError> {
             col: 1,
         },
         peeked: None,
-        declared_x: Vec::new(),
-        declared_y: Vec::new(),
+        declared_x: Declared::default(),
+        declared_y: Declared::default(),
         atoms: Vec::new(),
         asserts: Vec::new(),
     };
     p.commands()?;
-    let nx = p.declared_x.len();
-    let ny = p.declared_y.len();
-    if let Some(i) = p.declared_x.iter().position(|d| !d) {
+    let nx = p.declared_x.count();
+    let ny = p.declared_y.count();
+    if let Some(i) = p.declared_x.first_gap() {
         return Err(err(
             1,
             1,
@@ -565,7 +636,7 @@ pub(crate) fn parse_bytes(src: &[u8]) -> Result<Spec, SpecError> {
             ),
         ));
     }
-    if let Some(i) = p.declared_y.iter().position(|d| !d) {
+    if let Some(i) = p.declared_y.first_gap() {
         return Err(err(
             1,
             1,
@@ -575,7 +646,7 @@ pub(crate) fn parse_bytes(src: &[u8]) -> Result<Spec, SpecError> {
             ),
         ));
     }
-    let terms = and_dnf(p.asserts.iter())?;
+    let terms = and_dnf(p.asserts.iter(), &DnfBudget::for_text(src.len()))?;
     let atoms = &p.atoms;
     let split = terms
         .into_iter()

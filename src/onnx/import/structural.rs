@@ -723,6 +723,11 @@ impl Builder<'_> {
         let n = xs[0];
         let st = strides(&xs);
         let plane = [n, c_in, h2, w2];
+        if checked_numel(&plane).is_none() {
+            return Err(ctx.shape_err(format!(
+                "ConvTranspose needs an upsampled input {plane:?}, over the element cap"
+            )));
+        }
         let map = index_map(&plane, |c| {
             let (y, xw) = (c[2] as i64 - ht, c[3] as i64 - wl);
             if y < 0 || xw < 0 || y % sh != 0 || xw % sw != 0 {
@@ -955,6 +960,13 @@ impl Builder<'_> {
                     }
                     // Interpolation weights R[o, i] along axis d.
                     let (k, p) = (xs[d], out[d]);
+                    // Stored dense: refuse a matrix over the element cap before allocating it.
+                    if checked_numel(&[p, k]).is_none() {
+                        return Err(ctx.unsupported(format!(
+                            "linear Resize of an axis of {k} to {p} (a {p} x {k} interpolation \
+                             matrix, over the element cap)"
+                        )));
+                    }
                     let mut wts = vec![0.0; p * k];
                     for o in 0..p {
                         let c = orig(d, o)?.clamp(0.0, (k - 1) as f64);
