@@ -435,7 +435,7 @@ fn onnx_mutation(rng: &mut Rng, b: &mut Vec<u8>) {
         }
         2 if !g.node.is_empty() => {
             let n = rng.int(0, g.node.len() - 1);
-            g.node[n].op_type = pick(rng, ferrocert::onnx::SUPPORTED_OPS).to_string();
+            g.node[n].op_type = pick(rng, &ferrocert::onnx::supported_ops()).to_string();
         }
         3 if !g.node.is_empty() => {
             // Drop, repeat or swap an input.

@@ -36,62 +36,115 @@ pub fn is_elementwise(op: &str) -> bool {
     crate::ops::elementwise::DEFS.iter().any(|d| d.name == op)
 }
 
-/// ONNX operators (default domain) the importer lowers besides the elementwise functions.
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Add",
-    "And",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "Concat",
-    "Constant",
-    "ConstantOfShape",
-    "Conv",
-    "ConvTranspose",
-    "Div",
-    "Dropout",
-    "Equal",
-    "Expand",
-    "Flatten",
-    "Gather",
-    "Gemm",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "Greater",
-    "GreaterOrEqual",
-    "Identity",
-    "LayerNormalization",
-    "LeakyRelu",
-    "Less",
-    "LessOrEqual",
-    "LogSoftmax",
-    "MatMul",
-    "MaxPool",
-    "Mul",
-    "Neg",
-    "Not",
-    "Or",
-    "Pad",
-    "ReduceMax",
-    "ReduceMean",
-    "ReduceMin",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Resize",
-    "Shape",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Squeeze",
-    "Sub",
-    "Tile",
-    "Transpose",
-    "Unsqueeze",
-    "Upsample",
-    "Where",
-    "Xor",
+/// How the importer lowers an ONNX operator.
+#[derive(Clone, Copy)]
+enum Lowering {
+    /// Lowered by its own routine, never folded as a whole (it may have several outputs).
+    Direct(fn(&mut Builder<'_>, &Ctx<'_>, &[Option<Val>]) -> Result<Vec<Val>, ImportError>),
+    /// Lowered onto IR nodes; over constant inputs the same nodes are evaluated at import.
+    Nodes(fn(&mut Builder<'_>, &Ctx<'_>, &[Option<Val>]) -> Result<Val, ImportError>),
+}
+
+/// Which inputs carry data (the others are shapes, axes, sizes or a condition).
+#[derive(Clone, Copy)]
+enum DataInputs {
+    All,
+    First,
+    /// Where's two branches (inputs 1 and 2).
+    Branches,
+}
+
+/// One row of the importer's operator table.
+struct OpRow {
+    name: &'static str,
+    lowering: Lowering,
+    data: DataInputs,
+    /// Pure data movement: folding it over exact constants stays exact.
+    movement: bool,
+}
+
+const fn row(name: &'static str, lowering: Lowering, data: DataInputs, movement: bool) -> OpRow {
+    OpRow {
+        name,
+        lowering,
+        data,
+        movement,
+    }
+}
+
+use DataInputs::{All, Branches, First};
+use Lowering::{Direct, Nodes};
+
+/// Every ONNX operator (default domain) the importer lowers besides the elementwise functions
+/// of [`crate::ops::elementwise::DEFS`]: the one list, so that the support check, the lowering,
+/// constant folding and its exactness cannot drift apart.
+const OPS: &[OpRow] = &[
+    row("Constant", Direct(|b, c, _| Ok(vec![b.constant_attr(c)?])), All, true),
+    row("Shape", Direct(|b, c, i| b.shape_op(c, i)), All, true),
+    row("Identity", Direct(|b, c, i| b.identity(c, i)), All, true),
+    row("Dropout", Direct(|b, c, i| b.identity(c, i)), All, true),
+    row("Cast", Direct(|b, c, i| b.cast(c, i)), All, true),
+    row("Split", Direct(|b, c, i| b.split(c, i)), All, true),
+    row("Equal", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("Less", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("LessOrEqual", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("Greater", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("GreaterOrEqual", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("Not", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("And", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("Or", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("Xor", Direct(|b, c, i| Ok(vec![b.compare(c, i)?])), All, true),
+    row("Relu", Nodes(|b, c, i| b.relu(c, i)), All, false),
+    row("LeakyRelu", Nodes(|b, c, i| b.relu(c, i)), All, false),
+    row("Neg", Nodes(|b, c, i| b.neg(c, i)), All, false),
+    row("Add", Nodes(|b, c, i| b.binary(c, i)), All, false),
+    row("Sub", Nodes(|b, c, i| b.binary(c, i)), All, false),
+    row("Mul", Nodes(|b, c, i| b.binary(c, i)), All, false),
+    row("Div", Nodes(|b, c, i| b.binary(c, i)), All, false),
+    row("MatMul", Nodes(|b, c, i| b.matmul(c, i)), All, false),
+    row("Gemm", Nodes(|b, c, i| b.gemm(c, i)), All, false),
+    row("Conv", Nodes(|b, c, i| b.conv(c, i)), All, false),
+    row("ConvTranspose", Nodes(|b, c, i| b.conv_transpose(c, i)), All, false),
+    row("BatchNormalization", Nodes(|b, c, i| b.batchnorm(c, i)), All, false),
+    row("MaxPool", Nodes(|b, c, i| b.pool(c, i)), All, false),
+    row("AveragePool", Nodes(|b, c, i| b.pool(c, i)), All, false),
+    row("GlobalMaxPool", Nodes(|b, c, i| b.pool(c, i)), All, false),
+    row("GlobalAveragePool", Nodes(|b, c, i| b.pool(c, i)), All, false),
+    row("Flatten", Nodes(|b, c, i| b.reshape(c, i)), First, true),
+    row("Reshape", Nodes(|b, c, i| b.reshape(c, i)), First, true),
+    row("Squeeze", Nodes(|b, c, i| b.reshape(c, i)), First, true),
+    row("Unsqueeze", Nodes(|b, c, i| b.reshape(c, i)), First, true),
+    row("Transpose", Nodes(|b, c, i| b.transpose(c, i)), First, true),
+    row("Slice", Nodes(|b, c, i| b.slice(c, i)), First, true),
+    row("Pad", Nodes(|b, c, i| b.pad(c, i)), First, true),
+    row("Concat", Nodes(|b, c, i| b.concat(c, i)), All, true),
+    row("Gather", Nodes(|b, c, i| b.gather(c, i)), First, true),
+    row("Tile", Nodes(|b, c, i| b.tile(c, i)), First, true),
+    row("Expand", Nodes(|b, c, i| b.expand(c, i)), First, true),
+    row("Where", Nodes(|b, c, i| b.where_op(c, i)), Branches, true),
+    row("ConstantOfShape", Nodes(|b, c, i| b.constant_of_shape(c, i)), All, true),
+    row("ReduceSum", Nodes(|b, c, i| b.reduce(c, i)), First, false),
+    row("ReduceMean", Nodes(|b, c, i| b.reduce(c, i)), First, false),
+    row("ReduceMax", Nodes(|b, c, i| b.reduce(c, i)), First, false),
+    row("ReduceMin", Nodes(|b, c, i| b.reduce(c, i)), First, false),
+    row("Softmax", Nodes(|b, c, i| b.softmax(c, i)), All, false),
+    row("LogSoftmax", Nodes(|b, c, i| b.softmax(c, i)), All, false),
+    row("LayerNormalization", Nodes(|b, c, i| b.layer_norm(c, i)), All, false),
+    row("Resize", Nodes(|b, c, i| b.resize(c, i)), First, false),
+    row("Upsample", Nodes(|b, c, i| b.resize(c, i)), First, false),
 ];
+
+fn op_row(op: &str) -> Option<&'static OpRow> {
+    OPS.iter().find(|r| r.name == op)
+}
+
+/// Every ONNX operator the importer accepts: the table's and the elementwise functions.
+pub fn supported_ops() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = OPS.iter().map(|r| r.name).collect();
+    v.extend(crate::ops::elementwise::DEFS.iter().map(|d| d.name));
+    v.sort_unstable();
+    v
+}
 
 /// An ONNX value during import: a constant or an IR value.
 #[derive(Clone)]
@@ -187,7 +240,7 @@ pub fn import(model: &ModelProto, base: &Path) -> Result<Graph, ImportError> {
         .iter()
         .filter(|n| {
             let dom_ok = n.domain.is_empty() || n.domain == "ai.onnx";
-            !(dom_ok && (SUPPORTED_OPS.contains(&n.op_type.as_str()) || is_elementwise(&n.op_type)))
+            !(dom_ok && (op_row(&n.op_type).is_some() || is_elementwise(&n.op_type)))
         })
         .map(|n| UnsupportedOp {
             op_type: n.op_type.clone(),
@@ -500,81 +553,96 @@ impl Builder<'_> {
 
     /// Lower one node. Returns its outputs (only the first for multi-output ops).
     fn lower(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
-        let op = ctx.node.op_type.as_str();
-        match op {
-            "Constant" => return Ok(vec![self.constant_attr(ctx)?]),
-            "Shape" => {
-                let x = req(ctx, ins, 0)?;
-                let s = self.shape(x);
-                let r = s.len() as i64;
-                let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-                let start = clampi(ctx.int("start", 0));
-                let end = clampi(ctx.int("end", r));
-                let dims: Vec<f64> = s[start..end.max(start)].iter().map(|&d| d as f64).collect();
-                return Ok(vec![constant(vec![dims.len()], dims, true)]);
-            }
-            "Identity" | "Dropout" => {
-                if op == "Dropout" {
-                    let training = match ins.get(2) {
-                        Some(Some(Val::Const(c))) => c.data.first().is_some_and(|&v| v != 0.0),
-                        Some(Some(Val::Var(_))) => true,
-                        _ => false,
-                    };
-                    if training {
-                        return Err(ctx.unsupported("Dropout in training mode"));
-                    }
-                }
-                return Ok(vec![req(ctx, ins, 0)?.clone()]);
-            }
-            "Cast" => {
-                let to = ctx.int("to", dt::FLOAT as i64) as i32;
-                return match req(ctx, ins, 0)? {
-                    Val::Var(id) => {
-                        if dt::is_float(to) {
-                            Ok(vec![Val::Var(*id)])
-                        } else {
-                            Err(ctx.unsupported(format!(
-                                "Cast of a network value to the non-float type {to}"
-                            )))
-                        }
-                    }
-                    Val::Const(c) => {
-                        let is_int = !dt::is_float(to);
-                        let data = c
-                            .data
-                            .iter()
-                            .map(|&v| match to {
-                                dt::FLOAT => v as f32 as f64,
-                                dt::BOOL => (v != 0.0) as u8 as f64,
-                                _ if is_int => v.trunc(),
-                                _ => v,
-                            })
-                            .collect();
-                        Ok(vec![Val::Const(Rc::new(ConstT {
-                            shape: c.shape.clone(),
-                            data,
-                            is_int,
-                            exact: c.exact,
-                        }))])
-                    }
-                };
-            }
-            "Split" => return self.split(ctx, ins),
-            "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "Not" | "And"
-            | "Or" | "Xor" => return Ok(vec![self.compare(ctx, ins)?]),
-            _ => {}
+        let row = op_row(&ctx.node.op_type);
+        if let Some(OpRow {
+            lowering: Direct(f),
+            ..
+        }) = row
+        {
+            return f(self, ctx, ins);
         }
         // Constant folding: lower the node into a scratch graph over constant nodes and
         // evaluate it in f64.
-        let data_inputs = data_input_positions(op, ins.len());
         let all_const = ins.iter().all(|v| !matches!(v, Some(Val::Var(_))));
         if all_const && !ins.is_empty() {
-            return self.fold(ctx, ins, &data_inputs).map(|v| vec![v]);
+            let data: Vec<usize> = match row.map_or(All, |r| r.data) {
+                All => (0..ins.len()).collect(),
+                First => vec![0],
+                Branches => vec![1, 2],
+            };
+            let movement = row.is_some_and(|r| r.movement);
+            return self.fold(ctx, ins, &data, movement).map(|v| vec![v]);
         }
         self.lower_var(ctx, ins).map(|v| vec![v])
     }
 
-    fn fold(&mut self, ctx: &Ctx, ins: &[Option<Val>], data: &[usize]) -> Result<Val, ImportError> {
+    fn shape_op(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+        let x = req(ctx, ins, 0)?;
+        let s = self.shape(x);
+        let r = s.len() as i64;
+        let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+        let start = clampi(ctx.int("start", 0));
+        let end = clampi(ctx.int("end", r));
+        let dims: Vec<f64> = s[start..end.max(start)].iter().map(|&d| d as f64).collect();
+        Ok(vec![constant(vec![dims.len()], dims, true)])
+    }
+
+    /// Identity, and Dropout in inference mode.
+    fn identity(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+        if ctx.node.op_type == "Dropout" {
+            let training = match ins.get(2) {
+                Some(Some(Val::Const(c))) => c.data.first().is_some_and(|&v| v != 0.0),
+                Some(Some(Val::Var(_))) => true,
+                _ => false,
+            };
+            if training {
+                return Err(ctx.unsupported("Dropout in training mode"));
+            }
+        }
+        Ok(vec![req(ctx, ins, 0)?.clone()])
+    }
+
+    fn cast(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Vec<Val>, ImportError> {
+        let to = ctx.int("to", dt::FLOAT as i64) as i32;
+        match req(ctx, ins, 0)? {
+            Val::Var(id) => {
+                if dt::is_float(to) {
+                    Ok(vec![Val::Var(*id)])
+                } else {
+                    Err(ctx.unsupported(format!(
+                        "Cast of a network value to the non-float type {to}"
+                    )))
+                }
+            }
+            Val::Const(c) => {
+                let is_int = !dt::is_float(to);
+                let data = c
+                    .data
+                    .iter()
+                    .map(|&v| match to {
+                        dt::FLOAT => v as f32 as f64,
+                        dt::BOOL => (v != 0.0) as u8 as f64,
+                        _ if is_int => v.trunc(),
+                        _ => v,
+                    })
+                    .collect();
+                Ok(vec![Val::Const(Rc::new(ConstT {
+                    shape: c.shape.clone(),
+                    data,
+                    is_int,
+                    exact: c.exact,
+                }))])
+            }
+        }
+    }
+
+    fn fold(
+        &mut self,
+        ctx: &Ctx,
+        ins: &[Option<Val>],
+        data: &[usize],
+        movement: bool,
+    ) -> Result<Val, ImportError> {
         let mut scratch = Builder {
             values: vec![Value {
                 name: "<none>".into(),
@@ -593,22 +661,6 @@ impl Builder<'_> {
             })
             .collect();
         let is_int = !consts.is_empty() && consts.iter().all(|c| c.is_int);
-        let movement = matches!(
-            ctx.node.op_type.as_str(),
-            "Reshape"
-                | "Flatten"
-                | "Squeeze"
-                | "Unsqueeze"
-                | "Transpose"
-                | "Slice"
-                | "Gather"
-                | "Concat"
-                | "Pad"
-                | "ConstantOfShape"
-                | "Tile"
-                | "Expand"
-                | "Where"
-        );
         let exact = consts.iter().all(|c| c.exact) && (movement || is_int);
         let id = match out {
             Val::Const(c) => return Ok(Val::Const(c)),
@@ -677,84 +729,60 @@ impl Builder<'_> {
     /// Lower a node with at least one variable input (or into a folding scratch graph).
     fn lower_var(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {
         let op = ctx.node.op_type.as_str();
-        let src = op;
-        match op {
-            "Relu" | "LeakyRelu" => {
-                let x = req(ctx, ins, 0)?.clone();
-                let xv = self.var(ctx, &x)?;
-                let irop = if op == "Relu" {
-                    Op::Relu
-                } else {
-                    Op::LeakyRelu {
-                        alpha: ctx.float("alpha", 0.01),
-                    }
-                };
-                let s = self.shape(&x);
-                Ok(Val::Var(self.push(ctx, src, irop, vec![xv], s)?))
-            }
-            _ if is_elementwise(op) => self.elementwise(ctx, ins),
-            "Neg" => {
-                let x = req(ctx, ins, 0)?.clone();
-                let xv = self.var(ctx, &x)?;
-                let s = self.shape(&x);
-                let n = numel(&s);
-                let aff = Affine {
-                    scale: Param::from_f64(s.clone(), vec![-1.0; n]),
-                    shift: Param::from_f64(s.clone(), vec![0.0; n]),
-                    fp: FpModel {
-                        extra_roundings: 0,
-                        offset: vec![0.0; n],
-                        relative: true,
-                        ..Default::default()
-                    },
-                };
-                Ok(Val::Var(self.push(
-                    ctx,
-                    src,
-                    Op::Affine(aff),
-                    vec![xv],
-                    s,
-                )?))
-            }
-            "Add" | "Sub" | "Mul" | "Div" => self.binary(ctx, ins),
-            "MatMul" => self.matmul(ctx, ins),
-            "Gemm" => self.gemm(ctx, ins),
-            "Conv" => self.conv(ctx, ins),
-            "BatchNormalization" => self.batchnorm(ctx, ins),
-            "MaxPool" | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool" => {
-                self.pool(ctx, ins)
-            }
-            "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => self.reshape(ctx, ins),
-            "Transpose" => self.transpose(ctx, ins),
-            "Slice" => self.slice(ctx, ins),
-            "Pad" => self.pad(ctx, ins),
-            "Concat" => self.concat(ctx, ins),
-            "Gather" => self.gather(ctx, ins),
-            "Tile" => self.tile(ctx, ins),
-            "Expand" => self.expand(ctx, ins),
-            "Where" => self.where_op(ctx, ins),
-            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" => self.reduce(ctx, ins),
-            "Softmax" | "LogSoftmax" => self.softmax(ctx, ins),
-            "LayerNormalization" => self.layer_norm(ctx, ins),
-            "ConvTranspose" => self.conv_transpose(ctx, ins),
-            "Resize" | "Upsample" => self.resize(ctx, ins),
-            "ConstantOfShape" => {
-                let shape = const_ints(ctx, ins, 1, "shape")
-                    .or_else(|_| const_ints(ctx, ins, 0, "shape"))?;
-                let shape = to_dims(ctx, &shape)?;
-                let value = ctx
-                    .attr("value")
-                    .and_then(|a| a.t.as_ref())
-                    .map(|t| decode(t, self.base))
-                    .transpose()?;
-                let (v, is_int) = value
-                    .and_then(|c| c.data.first().map(|&v| (v, c.is_int)))
-                    .unwrap_or((0.0, false));
-                let n = numel(&shape);
-                Ok(constant(shape, vec![v; n], is_int))
-            }
-            _ => Err(ctx.unsupported("operator not lowered")),
+        match op_row(op).map(|r| r.lowering) {
+            Some(Nodes(f)) => f(self, ctx, ins),
+            None if is_elementwise(op) => self.elementwise(ctx, ins),
+            Some(Direct(_)) | None => Err(ctx.unsupported("operator not lowered")),
         }
+    }
+
+    fn relu(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {
+        let op = ctx.node.op_type.as_str();
+        let x = req(ctx, ins, 0)?.clone();
+        let xv = self.var(ctx, &x)?;
+        let irop = if op == "Relu" {
+            Op::Relu
+        } else {
+            Op::LeakyRelu {
+                alpha: ctx.float("alpha", 0.01),
+            }
+        };
+        let s = self.shape(&x);
+        Ok(Val::Var(self.push(ctx, op, irop, vec![xv], s)?))
+    }
+
+    fn neg(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {
+        let x = req(ctx, ins, 0)?.clone();
+        let xv = self.var(ctx, &x)?;
+        let s = self.shape(&x);
+        let n = numel(&s);
+        let aff = Affine {
+            scale: Param::from_f64(s.clone(), vec![-1.0; n]),
+            shift: Param::from_f64(s.clone(), vec![0.0; n]),
+            fp: FpModel {
+                extra_roundings: 0,
+                offset: vec![0.0; n],
+                relative: true,
+                ..Default::default()
+            },
+        };
+        Ok(Val::Var(self.push(ctx, "Neg", Op::Affine(aff), vec![xv], s)?))
+    }
+
+    fn constant_of_shape(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {
+        let shape =
+            const_ints(ctx, ins, 1, "shape").or_else(|_| const_ints(ctx, ins, 0, "shape"))?;
+        let shape = to_dims(ctx, &shape)?;
+        let value = ctx
+            .attr("value")
+            .and_then(|a| a.t.as_ref())
+            .map(|t| decode(t, self.base))
+            .transpose()?;
+        let (v, is_int) = value
+            .and_then(|c| c.data.first().map(|&v| (v, c.is_int)))
+            .unwrap_or((0.0, false));
+        let n = numel(&shape);
+        Ok(constant(shape, vec![v; n], is_int))
     }
 
     /// Lower an elementwise function onto `Op::Elementwise`; its constant operands
@@ -1928,17 +1956,6 @@ impl Builder<'_> {
         }
         let xv = self.var(ctx, &x)?;
         self.select(ctx, vec![xv], map, 0.0, out)
-    }
-}
-
-/// Positions of inputs that carry data (as opposed to shape/axes parameters).
-fn data_input_positions(op: &str, n: usize) -> Vec<usize> {
-    match op {
-        "Reshape" | "Squeeze" | "Unsqueeze" | "Slice" | "Pad" | "Gather" | "Flatten"
-        | "Transpose" | "Tile" | "Expand" | "Resize" | "Upsample" | "ReduceSum" | "ReduceMean"
-        | "ReduceMax" | "ReduceMin" => vec![0],
-        "Where" => vec![1, 2],
-        _ => (0..n).collect(),
     }
 }
 

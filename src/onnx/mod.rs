@@ -9,7 +9,7 @@ pub mod build;
 mod import;
 mod tensor;
 
-pub use import::{SUPPORTED_OPS, import};
+pub use import::{import, supported_ops};
 
 use onnx_protobuf::{Message, ModelProto};
 use sha2::{Digest, Sha256};
