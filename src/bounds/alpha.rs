@@ -16,10 +16,12 @@
 //! any `beta >= 0` is sound, and `dL/dbeta = -s z~_j` from the same relaxed forward pass.
 
 use super::crown::{Alphas, Betas, Crown};
-use crate::eval;
-use crate::ir::{BinaryKind, Op, ValueId};
-use crate::transformers::backward::PoolRelax;
+use crate::domain::Intervals;
+use crate::ir::ValueId;
+use crate::ops::pool::PoolRelax;
+use crate::ops::{At, Family};
 use crate::transformers::relax;
+use crate::with_family;
 use rayon::prelude::*;
 
 /// Settings of the slope optimisation.
@@ -54,23 +56,9 @@ fn initial_alphas(c: &Crown, rows: &[usize]) -> Alphas {
     g.nodes
         .iter()
         .map(|node| {
-            let leak = match node.op {
-                Op::Relu => 0.0,
-                Op::LeakyRelu { alpha } if alpha <= 1.0 => alpha,
-                // Optimised slopes exist only for ReLU-like kinks (their lower line through the
-                // origin); every other operator keeps its CROWN relaxation.
-                Op::LeakyRelu { .. }
-                | Op::Const(_)
-                | Op::Linear(_)
-                | Op::Conv(_)
-                | Op::Affine(_)
-                | Op::Binary(_)
-                | Op::Elementwise(_)
-                | Op::MaxPool(_)
-                | Op::AveragePool(_)
-                | Op::Reshape
-                | Op::Select(_) => return None,
-            };
+            // Optimised slopes exist only for ReLU-like kinks (their lower line through the
+            // origin); every other family keeps its CROWN relaxation.
+            let leak = with_family!(&node.op, f => f.alpha_leak())?;
             let b = c.bounds[node.inputs[0]].as_ref()?;
             let n = g.values[node.inputs[0]].numel();
             let mut a = Vec::with_capacity(rows.len() * n);
@@ -260,11 +248,7 @@ fn optimize_rows(
             else {
                 continue;
             };
-            let leak = if let Op::LeakyRelu { alpha } = node.op {
-                alpha
-            } else {
-                0.0
-            };
+            let leak = with_family!(&node.op, f => f.alpha_leak()).unwrap_or(0.0);
             ad.step(al, gr, lr, t, leak, 1.0);
         }
         for ((b, gr), ad) in betas.iter_mut().zip(&beta_grads).zip(&mut beta_adam) {
@@ -337,90 +321,15 @@ fn gradients(
             .iter()
             .map(|&i| vals[i].as_deref().unwrap_or(&[]))
             .collect();
-        let out_n = g.values[node.output].numel();
-        let coef = at_act[idx].as_deref();
-        let sign = |row: usize, j: usize| coef.is_none_or(|a| a[row * out_n + j] >= 0.0);
-        let y: Vec<f64> = match &node.op {
-            Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_) => {
-                let xb = c.bounds[node.inputs[0]].as_ref().expect("bounds");
-                let lines = c.lines[node.output].as_deref().expect("activation lines");
-                let xin = ins[0];
-                let al = alphas[idx].as_deref();
-                let mut y = vec![0.0; r * out_n];
-                let mut gr = al.map(|_| vec![0.0; r * out_n]);
-                for row in 0..r {
-                    let d = rows[row];
-                    for j in 0..out_n {
-                        let ln = &lines[d * out_n + j];
-                        let xv = xin[row * out_n + j];
-                        let (l, u) = (xb.lo[d * out_n + j], xb.hi[d * out_n + j]);
-                        y[row * out_n + j] = if sign(row, j) {
-                            match al {
-                                Some(a) if relax::unstable(l, u) => {
-                                    if let (Some(gr), Some(ca)) = (gr.as_mut(), coef) {
-                                        gr[row * out_n + j] = ca[row * out_n + j].max(0.0) * xv;
-                                    }
-                                    a[row * out_n + j] * xv
-                                }
-                                _ => ln.kl * xv + ln.bl,
-                            }
-                        } else {
-                            ln.ku * xv + ln.bu
-                        };
-                    }
-                }
-                grads[idx] = gr;
-                y
-            }
-            Op::MaxPool(_) => {
-                let pools = c.pools[node.output].as_ref().expect("pool relaxations");
-                let in_n = g.values[node.inputs[0]].numel();
-                let mut y = vec![0.0; r * out_n];
-                for row in 0..r {
-                    let rel = &pools[rows[row]];
-                    for (o, pr) in rel.iter().enumerate() {
-                        y[row * out_n + o] = match *pr {
-                            PoolRelax::Exact(t) => ins[0][row * in_n + t],
-                            PoolRelax::Loose { best, upper } => {
-                                if sign(row, o) {
-                                    ins[0][row * in_n + best]
-                                } else {
-                                    upper
-                                }
-                            }
-                        };
-                    }
-                }
-                y
-            }
-            Op::Binary(b) if b.kind == BinaryKind::Mul || b.kind == BinaryKind::Div => {
-                // Use the interval end the bound used (concretisation or McCormick constant
-                // part); the slope gradient only needs an approximation here.
-                let bd = c.bounds[node.output].as_ref().expect("bounds");
-                let mut y = vec![0.0; r * out_n];
-                for row in 0..r {
-                    let d = rows[row];
-                    for j in 0..out_n {
-                        y[row * out_n + j] = if sign(row, j) {
-                            bd.lo[d * out_n + j]
-                        } else {
-                            bd.hi[d * out_n + j]
-                        };
-                    }
-                }
-                y
-            }
-            // The relaxed network is the network itself elsewhere: exact linear maps, and the
-            // lower/upper McCormick or pooling choices are bounded by the pass, not optimised.
-            Op::Const(_)
-            | Op::Linear(_)
-            | Op::Conv(_)
-            | Op::Affine(_)
-            | Op::Binary(_)
-            | Op::AveragePool(_)
-            | Op::Reshape
-            | Op::Select(_) => eval::run_node::<f64>(g, node, &ins, r),
+        let pass = RelaxedPass {
+            crown: c,
+            rows,
+            alpha: alphas[idx].as_deref(),
+            coef: at_act[idx].as_deref(),
         };
+        let at = At { g, node, batch: r };
+        let (y, gr) = with_family!(&node.op, f => f.relaxed_forward(&pass, &at, &ins));
+        grads[idx] = gr;
         vals[node.output] = Some(y);
     }
     if betas {
@@ -434,4 +343,72 @@ fn gradients(
         }
     }
     (grads, beta_grads)
+}
+
+/// One node's view of the relaxed network's forward pass (rows as the batch, each at its
+/// minimising input vertex), for [`crate::ops::Family::relaxed_forward`].
+pub struct RelaxedPass<'a> {
+    pub crown: &'a Crown<'a>,
+    /// Domain of each row.
+    pub rows: &'a [usize],
+    /// The node's optimised slopes (`[rows, numel]`), when it has any.
+    pub alpha: Option<&'a [f64]>,
+    /// The coefficients that reached the node's output in the backward pass (`[rows, numel]`).
+    pub coef: Option<&'a [f64]>,
+}
+
+impl RelaxedPass<'_> {
+    /// Whether the bound used the lower side of element `j` in row `row` (its coefficient is
+    /// non-negative, or none was recorded).
+    pub fn lower_side(&self, row: usize, j: usize, out_n: usize) -> bool {
+        self.coef.is_none_or(|a| a[row * out_n + j] >= 0.0)
+    }
+
+    /// Intermediate bounds of value `v` (computed before any pass).
+    pub fn bound(&self, v: ValueId) -> &Intervals {
+        self.crown.bounds[v].as_ref().expect("bounds")
+    }
+
+    /// Max-pool relaxations of value `v`, per domain.
+    pub fn pools(&self, v: ValueId) -> &[Vec<PoolRelax>] {
+        self.crown.pools[v].as_deref().expect("pool relaxations")
+    }
+
+    /// Through relaxation lines: the line the bound used, or the optimised slope of an
+    /// unstable kink, whose gradient is the coefficient's positive part times the input.
+    pub fn through_lines(&self, at: &At, ins: &[&[f64]]) -> (Vec<f64>, Option<Vec<f64>>) {
+        let c = self.crown;
+        let node = at.node;
+        let r = self.rows.len();
+        let out_n = at.out_n();
+        let xb = self.bound(node.inputs[0]);
+        let lines = c.lines[node.output].as_deref().expect("activation lines");
+        let xin = ins[0];
+        let al = self.alpha;
+        let coef = self.coef;
+        let mut y = vec![0.0; r * out_n];
+        let mut gr = al.map(|_| vec![0.0; r * out_n]);
+        for row in 0..r {
+            let d = self.rows[row];
+            for j in 0..out_n {
+                let ln = &lines[d * out_n + j];
+                let xv = xin[row * out_n + j];
+                let (l, u) = (xb.lo[d * out_n + j], xb.hi[d * out_n + j]);
+                y[row * out_n + j] = if self.lower_side(row, j, out_n) {
+                    match al {
+                        Some(a) if relax::unstable(l, u) => {
+                            if let (Some(gr), Some(ca)) = (gr.as_mut(), coef) {
+                                gr[row * out_n + j] = ca[row * out_n + j].max(0.0) * xv;
+                            }
+                            a[row * out_n + j] * xv
+                        }
+                        _ => ln.kl * xv + ln.bl,
+                    }
+                } else {
+                    ln.ku * xv + ln.bu
+                };
+            }
+        }
+        (y, gr)
+    }
 }

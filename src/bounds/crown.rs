@@ -17,11 +17,13 @@
 //! per row, and the result is lowered by `gamma64(terms_total) * magnitude` and rounded down.
 
 use crate::domain::{FpMode, Intervals, Rounding, gamma};
-use crate::ir::{Graph, Op, ValueId};
+use crate::ir::{Graph, ValueId};
+use crate::ops::{At, Family, Need, Relaxation};
 use crate::transformers::backward::{self, Back, BackCtx, PoolRelax};
 use crate::transformers::ibp;
 use crate::transformers::relax;
 use crate::transformers::relax::Lines;
+use crate::with_family;
 use rayon::prelude::*;
 
 /// How intermediate bounds are obtained.
@@ -60,16 +62,6 @@ impl Default for CrownConfig {
 
 /// Rows per backward chunk (chunks run in parallel).
 const ROW_CHUNK: usize = 128;
-
-/// Which elements of a value a consumer needs tight bounds for.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Need {
-    No,
-    /// Only where the interval straddles 0 (ReLU-like kinks).
-    Kink,
-    /// Everywhere (smooth activations, pooling, products).
-    All,
-}
 
 /// Known bounds and split constraints for a batch of branch-and-bound domains.
 pub struct Seeds {
@@ -190,25 +182,7 @@ impl<'g> Crown<'g> {
         let terms_total = g.values.iter().map(|v| v.numel()).sum::<usize>() * 2 + 64;
         let mut need = vec![Need::No; g.values.len()];
         for n in &g.nodes {
-            let nd = match n.op {
-                Op::Relu | Op::LeakyRelu { .. } => Need::Kink,
-                Op::Elementwise(_) | Op::MaxPool(_) => Need::All,
-                Op::Binary(ref b)
-                    if b.kind != crate::ir::BinaryKind::Add
-                        && b.kind != crate::ir::BinaryKind::Sub =>
-                {
-                    Need::All
-                }
-                // Exactly linear: their inputs need no bounds of their own.
-                Op::Binary(_)
-                | Op::Const(_)
-                | Op::Linear(_)
-                | Op::Conv(_)
-                | Op::Affine(_)
-                | Op::AveragePool(_)
-                | Op::Reshape
-                | Op::Select(_) => Need::No,
-            };
+            let nd = with_family!(&n.op, f => f.needs());
             for &v in &n.inputs {
                 need[v] = need[v].max(nd);
             }
@@ -244,24 +218,15 @@ impl<'g> Crown<'g> {
             let out = node.output;
             // The input bounds are final here: fix the node's relaxation once.
             if let Some(xb) = node.inputs.first().and_then(|&i| c.bounds[i].as_ref()) {
-                match &node.op {
-                    op @ (Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_)) => {
-                        c.lines[out] = backward::activation_lines(op, xb, &c.rnd);
-                    }
-                    Op::MaxPool(p) => {
-                        let in_n = g.values[node.inputs[0]].numel();
-                        c.pools[out] = Some(backward::maxpool_relax_all(p, xb, in_n));
-                    }
-                    // No relaxation to fix: linear maps, and products (McCormick planes from
-                    // the bounds at each pass).
-                    Op::Const(_)
-                    | Op::Linear(_)
-                    | Op::Conv(_)
-                    | Op::Affine(_)
-                    | Op::Binary(_)
-                    | Op::AveragePool(_)
-                    | Op::Reshape
-                    | Op::Select(_) => {}
+                let at = At {
+                    g,
+                    node,
+                    batch: domains,
+                };
+                match with_family!(&node.op, f => f.relaxation(&at, xb, &c.rnd)) {
+                    Relaxation::None => {}
+                    Relaxation::Lines(l) => c.lines[out] = Some(l),
+                    Relaxation::Pool(p) => c.pools[out] = Some(p),
                 }
             }
             let mut ib = ib;
@@ -485,9 +450,8 @@ impl<'g> Crown<'g> {
                     mag[row] += s;
                 }
             }
-            if rec.acts
-                && (node.op.is_activation() || matches!(node.op, Op::MaxPool(_) | Op::Binary(_)))
-            {
+            // The nonlinear families' relaxed forward pass reads the coefficients.
+            if rec.acts && with_family!(&node.op, f => f.needs()) != Need::No {
                 at_activation[idx] = Some(a.clone());
             }
             let al = alphas.and_then(|al| al[idx].as_deref());

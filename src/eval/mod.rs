@@ -7,8 +7,9 @@
 pub mod grad;
 pub mod kernels;
 
-use crate::ir::{BinaryKind, Graph, Node, Op, Param};
-use crate::ops::Func;
+use crate::ir::{Graph, Node, Op, Param};
+use crate::ops::{At, Family, Func};
+use crate::with_family;
 use rayon::prelude::*;
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
@@ -134,72 +135,10 @@ macro_rules! impl_scalar {
 impl_scalar!(f32, f32, matrixmultiply::sgemm, value_f32);
 impl_scalar!(f64, f64, matrixmultiply::dgemm, value);
 
-/// Apply one node to its inputs' batched data.
+/// Apply one node to its inputs' batched data (its family's [`crate::ops::Family::eval`]).
 pub fn run_node<T: Scalar>(g: &Graph, node: &Node, inputs: &[&[T]], batch: usize) -> Vec<T> {
-    let x = inputs.first().copied().unwrap_or(&[]);
-    match &node.op {
-        Op::Const(p) => {
-            let d = T::param(p);
-            let mut y = Vec::with_capacity(d.len() * batch);
-            for _ in 0..batch {
-                y.extend_from_slice(d);
-            }
-            y
-        }
-        Op::Linear(l) => kernels::linear(
-            l,
-            T::param(&l.weight),
-            l.bias.as_ref().map(T::param),
-            x,
-            batch,
-        ),
-        Op::Conv(c) => kernels::conv(
-            c,
-            T::param(&c.weight),
-            c.bias.as_ref().map(T::param),
-            x,
-            batch,
-        ),
-        Op::Affine(a) => kernels::affine(T::param(&a.scale), T::param(&a.shift), x),
-        Op::Binary(bn) => {
-            let n = g.values[node.output].numel();
-            let (na, nb) = (
-                g.values[node.inputs[0]].numel(),
-                g.values[node.inputs[1]].numel(),
-            );
-            let (a, b) = (inputs[0], inputs[1]);
-            let mut y = Vec::with_capacity(n * batch);
-            for s in 0..batch {
-                for i in 0..n {
-                    let va = kernels::bcast(a, bn.a_map.as_deref(), na, s, i);
-                    let vb = kernels::bcast(b, bn.b_map.as_deref(), nb, s, i);
-                    y.push(match bn.kind {
-                        BinaryKind::Add => va + vb,
-                        BinaryKind::Sub => va - vb,
-                        BinaryKind::Mul => va * vb,
-                        BinaryKind::Div => va / vb,
-                    });
-                }
-            }
-            y
-        }
-        Op::Relu => x.iter().map(|&v| v.max(T::ZERO)).collect(),
-        Op::LeakyRelu { alpha } => {
-            let a = T::from_f64(*alpha);
-            x.iter()
-                .map(|&v| if v < T::ZERO { v * a } else { v })
-                .collect()
-        }
-        Op::Elementwise(f) => x.iter().map(|&v| T::apply(f, v)).collect(),
-        Op::MaxPool(p) => kernels::max_pool(p, x, batch),
-        Op::AveragePool(p) => kernels::avg_pool(p, x, batch),
-        Op::Reshape => x.to_vec(),
-        Op::Select(s) => {
-            let sizes: Vec<usize> = node.inputs.iter().map(|&v| g.values[v].numel()).collect();
-            let src = kernels::select_sources(&s.map, &sizes);
-            kernels::select(&src, T::from_f64(s.fill), inputs, &sizes, batch)
-        }
-    }
+    let at = At { g, node, batch };
+    with_family!(&node.op, f => f.eval(&at, inputs))
 }
 
 /// Forward pass keeping every intermediate value (`None` for values no node produced).

@@ -100,18 +100,47 @@ fn source(a: &Node, b: &Node) -> String {
     format!("{}+{}", a.source_op, b.source_op)
 }
 
+/// What an operator is to the fusion pass.
+enum FoldRole<'a> {
+    Affine(&'a Affine),
+    Linear(&'a Linear),
+    Conv(&'a Conv),
+    /// A view (Reshape): commutes with elementwise affine maps.
+    View,
+    /// Kept as it is.
+    Kept,
+}
+
+fn fold_role(op: &Op) -> FoldRole<'_> {
+    match op {
+        Op::Affine(a) => FoldRole::Affine(a),
+        Op::Linear(l) => FoldRole::Linear(l),
+        Op::Conv(c) => FoldRole::Conv(c),
+        Op::Reshape => FoldRole::View,
+        Op::Const(_)
+        | Op::Binary(_)
+        | Op::Relu
+        | Op::LeakyRelu { .. }
+        | Op::Elementwise(_)
+        | Op::MaxPool(_)
+        | Op::AveragePool(_)
+        | Op::Select(_) => FoldRole::Kept,
+    }
+}
+
 /// Fuse producer `i` into consumer `j` (whose only input is `i`'s output, read by `j` alone).
 fn try_fuse(g: &mut Graph, i: usize, j: usize) -> bool {
     let (first, second) = (&g.nodes[i], &g.nodes[j]);
     // The fused node reads the producer's input and writes the consumer's output.
-    let fused: Option<Op> = match (&first.op, &second.op) {
-        (Op::Affine(a), Op::Affine(b)) => Some(Op::Affine(compose_affine(a, b))),
-        (Op::Affine(a), Op::Linear(l)) => affine_into_linear(a, l).map(Op::Linear),
-        (Op::Linear(l), Op::Affine(a)) => linear_then_affine(l, a).map(Op::Linear),
-        (Op::Affine(a), Op::Conv(c)) => affine_into_conv(a, c).map(Op::Conv),
-        (Op::Conv(c), Op::Affine(a)) => conv_then_affine(c, a).map(Op::Conv),
-        (Op::Reshape, Op::Reshape) => Some(Op::Reshape),
-        (Op::Affine(_), Op::Reshape) => {
+    use FoldRole as R;
+    let fused: Option<Op> = match (fold_role(&first.op), fold_role(&second.op)) {
+        (R::Affine(a), R::Affine(b)) => Some(Op::Affine(compose_affine(a, b))),
+        (R::Affine(a), R::Linear(l)) => affine_into_linear(a, l).map(Op::Linear),
+        (R::Linear(l), R::Affine(a)) => linear_then_affine(l, a).map(Op::Linear),
+        (R::Affine(a), R::Conv(c)) => affine_into_conv(a, c).map(Op::Conv),
+        (R::Conv(c), R::Affine(a)) => conv_then_affine(c, a).map(Op::Conv),
+        (R::View, R::View) => Some(Op::Reshape),
+        (R::Affine(_), R::View) => {
             // Commute the affine map past the view so it can meet a Linear/Conv. Only worth it
             // when the view feeds something it can fold into.
             let out_shape = g.values[second.output].shape.clone();
@@ -151,10 +180,10 @@ fn try_fuse(g: &mut Graph, i: usize, j: usize) -> bool {
             g.nodes[j] = aff;
             return true;
         }
-        // Every other pair stays as it is: not fusing is always sound (no analysis treats an
-        // operator by what its neighbour is), so this default is not a wildcard over what an
-        // operator means.
-        _ => None,
+        // Every other pair of roles stays as it is: not fusing is always sound (no analysis
+        // treats an operator by what its neighbour is). Each operator's role is decided by
+        // the exhaustive `fold_role`.
+        (R::Affine(_) | R::Linear(_) | R::Conv(_) | R::View | R::Kept, _) => None,
     };
     let Some(op) = fused else {
         return false;

@@ -16,9 +16,10 @@
 
 use crate::bounds::crown::Crown;
 use crate::domain::gamma;
-use crate::eval::kernels;
-use crate::ir::{BinaryKind, Op, ValueId};
-use crate::transformers::backward::PoolRelax;
+use crate::ir::{Node, Op, ValueId};
+use crate::ops::Family;
+use crate::ops::pool::PoolRelax;
+use crate::with_family;
 use highs::{HighsModelStatus, RowProblem, Sense};
 use thiserror::Error;
 
@@ -52,6 +53,131 @@ pub struct Encoding {
     nnz: usize,
 }
 
+/// Bounds of value `v` on domain `d` (unbounded when not computed).
+fn domain_bound(crown: &Crown, v: ValueId, d: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = crown.g.values[v].numel();
+    match crown.bounds[v].as_ref() {
+        Some(b) => (
+            b.lo[d * n..(d + 1) * n].to_vec(),
+            b.hi[d * n..(d + 1) * n].to_vec(),
+        ),
+        None => (vec![f64::NEG_INFINITY; n], vec![f64::INFINITY; n]),
+    }
+}
+
+/// One node's view of the encoding being built: what a family's
+/// [`crate::ops::Family::lp_rows`] reads (columns, bounds, rounding allowances, relaxations)
+/// and the rows it adds.
+pub struct LpNode<'e, 'c> {
+    enc: &'e mut Encoding,
+    crown: &'e Crown<'c>,
+    node: &'e Node,
+    d: usize,
+    max_nnz: usize,
+    /// First column of the node's output.
+    pub y0: usize,
+}
+
+impl LpNode<'_, '_> {
+    /// First column of input `i`.
+    pub fn col(&self, i: usize) -> usize {
+        self.node
+            .inputs
+            .get(i)
+            .and_then(|&v| self.enc.first[v])
+            .unwrap_or(0)
+    }
+
+    /// The value of input `i`.
+    pub fn input(&self, i: usize) -> ValueId {
+        self.node.inputs[i]
+    }
+
+    /// Elements of every input, in order.
+    pub fn in_sizes(&self) -> Vec<usize> {
+        let g = self.crown.g;
+        self.node
+            .inputs
+            .iter()
+            .map(|&v| g.values[v].numel())
+            .collect()
+    }
+
+    /// Elements of the output.
+    pub fn out_n(&self) -> usize {
+        self.crown.g.values[self.node.output].numel()
+    }
+
+    /// Bounds of value `v` on this domain.
+    pub fn bound(&self, v: ValueId) -> (Vec<f64>, Vec<f64>) {
+        domain_bound(self.crown, v, self.d)
+    }
+
+    /// Rounding allowance of output element `j` on this domain (0 when none was computed).
+    pub fn err(&self, j: usize) -> f64 {
+        let n = self.out_n();
+        self.crown.errs[self.node.output]
+            .as_ref()
+            .map_or(0.0, |e| e[self.d * n + j])
+    }
+
+    /// Add the row `lo <= sum coef * col <= hi`.
+    pub fn add_row(&mut self, terms: Vec<(usize, f64)>, lo: f64, hi: f64) -> Result<(), LpError> {
+        self.enc.add_row(terms, lo, hi, self.max_nnz)
+    }
+
+    /// The max-pool relaxation of this node on this domain.
+    pub fn pools(&self) -> Result<Vec<PoolRelax>, LpError> {
+        self.crown.pools[self.node.output]
+            .as_ref()
+            .map(|p| p[self.d].clone())
+            .ok_or(LpError::Unsupported("max pool without relaxation"))
+    }
+
+    /// Rows of the relaxation lines of an activation: `y >= kl x + bl`, `y <= ku x + bu`
+    /// (exact lines collapse to one two-sided row). `triangle` is the leak of a convex
+    /// ReLU-like kink, whose lower side is the two lines through the origin with slopes leak
+    /// and 1 (the triangle relaxation) instead of CROWN's one lower line.
+    pub fn line_rows(&mut self, triangle: Option<f64>) -> Result<(), LpError> {
+        let (x0, y0, n, d) = (self.col(0), self.y0, self.out_n(), self.d);
+        let crown = self.crown;
+        let lines = crown.lines[self.node.output]
+            .as_deref()
+            .ok_or(LpError::Unsupported("activation without relaxation"))?;
+        for j in 0..n {
+            let ln = lines[d * n + j];
+            let ej = self.err(j);
+            if ln.kl == ln.ku && ln.bl == ln.bu {
+                self.add_row(
+                    vec![(y0 + j, 1.0), (x0 + j, -ln.kl)],
+                    ln.bl - ej,
+                    ln.bl + ej,
+                )?;
+                continue;
+            }
+            if let Some(a) = triangle {
+                for k in [a, 1.0] {
+                    self.add_row(vec![(y0 + j, 1.0), (x0 + j, -k)], -ej, f64::INFINITY)?;
+                }
+            } else if ln.bl.is_finite() {
+                self.add_row(
+                    vec![(y0 + j, 1.0), (x0 + j, -ln.kl)],
+                    ln.bl - ej,
+                    f64::INFINITY,
+                )?;
+            }
+            if ln.bu.is_finite() {
+                self.add_row(
+                    vec![(y0 + j, 1.0), (x0 + j, -ln.ku)],
+                    f64::NEG_INFINITY,
+                    ln.bu + ej,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Result of bounding one objective.
 #[derive(Clone, Copy, Debug)]
 pub struct LpBound {
@@ -73,284 +199,27 @@ impl Encoding {
             output: g.output,
             nnz: 0,
         };
-        let bound = |v: ValueId| -> (Vec<f64>, Vec<f64>) {
-            let n = g.values[v].numel();
-            match crown.bounds[v].as_ref() {
-                Some(b) => (
-                    b.lo[d * n..(d + 1) * n].to_vec(),
-                    b.hi[d * n..(d + 1) * n].to_vec(),
-                ),
-                None => (vec![f64::NEG_INFINITY; n], vec![f64::INFINITY; n]),
-            }
-        };
-        let err = |v: ValueId, j: usize| -> f64 {
-            let n = g.values[v].numel();
-            crown.errs[v].as_ref().map_or(0.0, |e| e[d * n + j])
-        };
-        let (lo, hi) = bound(g.input);
+        let (lo, hi) = domain_bound(crown, g.input, d);
         e.first[g.input] = Some(e.add_cols(&lo, &hi));
         for node in &g.nodes {
             let out = node.output;
-            let n = g.values[out].numel();
+            // A view: its columns are its input's.
             if matches!(node.op, Op::Reshape) {
                 e.first[out] = e.first[node.inputs[0]];
                 continue;
             }
-            let (lo, hi) = bound(out);
+            let (lo, hi) = domain_bound(crown, out, d);
             let y0 = e.add_cols(&lo, &hi);
             e.first[out] = Some(y0);
-            let x0 = node.inputs.first().and_then(|&i| e.first[i]);
-            match &node.op {
-                Op::Const(_) => {}
-                Op::Linear(l) => {
-                    let x0 = x0.unwrap_or(0);
-                    for o in 0..l.outer {
-                        for p in 0..l.p {
-                            for i in 0..l.inner {
-                                let j = (o * l.p + p) * l.inner + i;
-                                let mut terms = vec![(y0 + j, 1.0)];
-                                for k in 0..l.k {
-                                    let w = l.weight.f64[p * l.k + k];
-                                    if w != 0.0 {
-                                        terms.push((x0 + (o * l.k + k) * l.inner + i, -w));
-                                    }
-                                }
-                                let b = l.bias.as_ref().map_or(0.0, |b| b.f64[p]);
-                                let ej = err(out, j);
-                                e.add_row(terms, b - ej, b + ej, max_nnz)?;
-                            }
-                        }
-                    }
-                }
-                Op::Conv(c) => {
-                    let x0 = x0.unwrap_or(0);
-                    let wn = &c.win;
-                    let (cg, mg) = (wn.c / c.group, c.m / c.group);
-                    let ohw = wn.oh * wn.ow;
-                    // Explicit taps: for each output, its window's in-bounds inputs.
-                    for img in 0..wn.n {
-                        for m in 0..c.m {
-                            let grp = m / mg;
-                            for oy in 0..wn.oh {
-                                for ox in 0..wn.ow {
-                                    let j = (img * c.m + m) * ohw + oy * wn.ow + ox;
-                                    let mut terms = vec![(y0 + j, 1.0)];
-                                    for ci in 0..cg {
-                                        let ch = grp * cg + ci;
-                                        for a in 0..wn.kh {
-                                            let iy =
-                                                (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
-                                            if iy < 0 || iy >= wn.h as isize {
-                                                continue;
-                                            }
-                                            for b in 0..wn.kw {
-                                                let ix = (ox * wn.sw + b * wn.dw) as isize
-                                                    - wn.pw as isize;
-                                                if ix < 0 || ix >= wn.w as isize {
-                                                    continue;
-                                                }
-                                                let w = c.weight.f64
-                                                    [((m * cg + ci) * wn.kh + a) * wn.kw + b];
-                                                if w != 0.0 {
-                                                    let xi = ((img * wn.c + ch) * wn.h
-                                                        + iy as usize)
-                                                        * wn.w
-                                                        + ix as usize;
-                                                    terms.push((x0 + xi, -w));
-                                                }
-                                            }
-                                        }
-                                    }
-                                    let bb = c.bias.as_ref().map_or(0.0, |b| b.f64[m]);
-                                    let ej = err(out, j);
-                                    e.add_row(terms, bb - ej, bb + ej, max_nnz)?;
-                                }
-                            }
-                        }
-                    }
-                }
-                Op::Affine(a) => {
-                    let x0 = x0.unwrap_or(0);
-                    for j in 0..n {
-                        let (s, t) = (a.scale.f64[j], a.shift.f64[j]);
-                        let ej = err(out, j);
-                        e.add_row(vec![(y0 + j, 1.0), (x0 + j, -s)], t - ej, t + ej, max_nnz)?;
-                    }
-                }
-                Op::Select(s) => {
-                    let sizes: Vec<usize> =
-                        node.inputs.iter().map(|&v| g.values[v].numel()).collect();
-                    let src = kernels::select_sources(&s.map, &sizes);
-                    for (j, sj) in src.iter().enumerate() {
-                        match *sj {
-                            Some((inp, k)) => {
-                                let xc = e.first[node.inputs[inp]].unwrap_or(0) + k;
-                                e.add_row(vec![(y0 + j, 1.0), (xc, -1.0)], 0.0, 0.0, max_nnz)?;
-                            }
-                            None => e.add_row(vec![(y0 + j, 1.0)], s.fill, s.fill, max_nnz)?,
-                        }
-                    }
-                }
-                Op::Binary(b) => {
-                    let (a0, b0) = (
-                        e.first[node.inputs[0]].unwrap_or(0),
-                        e.first[node.inputs[1]].unwrap_or(0),
-                    );
-                    let idx = |m: Option<&[usize]>, i: usize| m.map_or(i, |m| m[i]);
-                    let (la, ha) = bound(node.inputs[0]);
-                    let (lb, hb) = bound(node.inputs[1]);
-                    for j in 0..n {
-                        let (ia, ib) = (idx(b.a_map.as_deref(), j), idx(b.b_map.as_deref(), j));
-                        let ej = err(out, j);
-                        match b.kind {
-                            BinaryKind::Add | BinaryKind::Sub => {
-                                let sgn = if b.kind == BinaryKind::Sub { 1.0 } else { -1.0 };
-                                e.add_row(
-                                    vec![(y0 + j, 1.0), (a0 + ia, -1.0), (b0 + ib, sgn)],
-                                    -ej,
-                                    ej,
-                                    max_nnz,
-                                )?;
-                            }
-                            BinaryKind::Mul => {
-                                let (lx, ux, ly, uy) = (la[ia], ha[ia], lb[ib], hb[ib]);
-                                if [lx, ux, ly, uy].iter().all(|v| v.is_finite()) {
-                                    // z >= ly x + lx y - lx ly ; z >= uy x + ux y - ux uy
-                                    // z <= uy x + lx y - lx uy ; z <= ly x + ux y - ux ly
-                                    let (xa, yb, z) = (a0 + ia, b0 + ib, y0 + j);
-                                    for (kx, ky, c, lower) in [
-                                        (ly, lx, -lx * ly, true),
-                                        (uy, ux, -ux * uy, true),
-                                        (uy, lx, -lx * uy, false),
-                                        (ly, ux, -ux * ly, false),
-                                    ] {
-                                        let slack = 8.0
-                                            * f64::EPSILON
-                                            * (c.abs()
-                                                + (kx * lx).abs().max((kx * ux).abs())
-                                                + (ky * ly).abs().max((ky * uy).abs()))
-                                            + ej;
-                                        let terms = vec![(z, 1.0), (xa, -kx), (yb, -ky)];
-                                        if lower {
-                                            e.add_row(terms, c - slack, f64::INFINITY, max_nnz)?;
-                                        } else {
-                                            e.add_row(
-                                                terms,
-                                                f64::NEG_INFINITY,
-                                                c + slack,
-                                                max_nnz,
-                                            )?;
-                                        }
-                                    }
-                                }
-                            }
-                            BinaryKind::Div => {}
-                        }
-                    }
-                }
-                Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_) => {
-                    let x0 = x0.unwrap_or(0);
-                    let lines = crown.lines[out]
-                        .as_deref()
-                        .ok_or(LpError::Unsupported("activation without relaxation"))?;
-                    for j in 0..n {
-                        let ln = lines[d * n + j];
-                        let ej = err(out, j);
-                        // y >= kl x + bl and y <= ku x + bu (exact lines collapse to one row).
-                        if ln.kl == ln.ku && ln.bl == ln.bu {
-                            e.add_row(
-                                vec![(y0 + j, 1.0), (x0 + j, -ln.kl)],
-                                ln.bl - ej,
-                                ln.bl + ej,
-                                max_nnz,
-                            )?;
-                        } else {
-                            // ReLU-like (convex): both lines through the origin, slopes leak
-                            // and 1, bound it from below (the triangle relaxation).
-                            let leak = match node.op {
-                                Op::Relu => Some(0.0),
-                                Op::LeakyRelu { alpha } if alpha <= 1.0 => Some(alpha),
-                                // Only ReLU-like kinks have the triangle; others use their
-                                // two CROWN lines below.
-                                Op::LeakyRelu { .. }
-                                | Op::Elementwise(_)
-                                | Op::Const(_)
-                                | Op::Linear(_)
-                                | Op::Conv(_)
-                                | Op::Affine(_)
-                                | Op::Binary(_)
-                                | Op::MaxPool(_)
-                                | Op::AveragePool(_)
-                                | Op::Reshape
-                                | Op::Select(_) => None,
-                            };
-                            if let Some(a) = leak {
-                                for k in [a, 1.0] {
-                                    e.add_row(
-                                        vec![(y0 + j, 1.0), (x0 + j, -k)],
-                                        -ej,
-                                        f64::INFINITY,
-                                        max_nnz,
-                                    )?;
-                                }
-                            } else if ln.bl.is_finite() {
-                                e.add_row(
-                                    vec![(y0 + j, 1.0), (x0 + j, -ln.kl)],
-                                    ln.bl - ej,
-                                    f64::INFINITY,
-                                    max_nnz,
-                                )?;
-                            }
-                            if ln.bu.is_finite() {
-                                e.add_row(
-                                    vec![(y0 + j, 1.0), (x0 + j, -ln.ku)],
-                                    f64::NEG_INFINITY,
-                                    ln.bu + ej,
-                                    max_nnz,
-                                )?;
-                            }
-                        }
-                    }
-                }
-                Op::MaxPool(_) => {
-                    let x0 = x0.unwrap_or(0);
-                    let pools = crown.pools[out]
-                        .as_ref()
-                        .ok_or(LpError::Unsupported("max pool without relaxation"))?;
-                    for (j, pr) in pools[d].iter().enumerate() {
-                        match *pr {
-                            PoolRelax::Exact(t) => {
-                                e.add_row(vec![(y0 + j, 1.0), (x0 + t, -1.0)], 0.0, 0.0, max_nnz)?
-                            }
-                            PoolRelax::Loose { best, .. } => e.add_row(
-                                vec![(y0 + j, 1.0), (x0 + best, -1.0)],
-                                0.0,
-                                f64::INFINITY,
-                                max_nnz,
-                            )?,
-                        }
-                    }
-                }
-                Op::AveragePool(p) => {
-                    let x0 = x0.unwrap_or(0);
-                    let mut rows: Vec<Vec<(usize, f64)>> = Vec::with_capacity(n);
-                    kernels::for_each_window(&p.win, p.win.n, |o, taps, full| {
-                        let cnt = if p.count_include_pad {
-                            full
-                        } else {
-                            taps.len().max(1)
-                        } as f64;
-                        let mut t = vec![(y0 + o, 1.0)];
-                        t.extend(taps.iter().map(|&k| (x0 + k, -1.0 / cnt)));
-                        rows.push(t);
-                    });
-                    for (j, t) in rows.into_iter().enumerate() {
-                        let ej = err(out, j) + 4.0 * f64::EPSILON * t.len() as f64;
-                        e.add_row(t, -ej, ej, max_nnz)?;
-                    }
-                }
-                Op::Reshape => {}
-            }
+            let mut lp = LpNode {
+                enc: &mut e,
+                crown,
+                node,
+                d,
+                max_nnz,
+                y0,
+            };
+            with_family!(&node.op, f => f.lp_rows(&mut lp))?;
         }
         Ok(e)
     }

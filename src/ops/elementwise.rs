@@ -862,6 +862,124 @@ pub fn curvature_on(f: &Func, l: f64, u: f64) -> (bool, bool) {
     (convex, concave)
 }
 
+// ---- the family -----------------------------------------------------------------------------
+
+impl super::Family for Func {
+    fn eval<T: crate::eval::Scalar>(&self, _at: &super::At, ins: &[&[T]]) -> Vec<T> {
+        let x = ins.first().copied().unwrap_or(&[]);
+        x.iter().map(|&v| T::apply(self, v)).collect()
+    }
+
+    fn vjp<T: crate::eval::Scalar>(
+        &self,
+        _at: &super::At,
+        ins: &[&[T]],
+        go: Vec<T>,
+    ) -> Vec<Option<Vec<T>>> {
+        let x = ins.first().copied().unwrap_or(&[]);
+        vec![Some(
+            go.iter()
+                .zip(x)
+                .map(|(&d, &v)| d * T::from_f64(self.derivative(v.to_f64())))
+                .collect(),
+        )]
+    }
+
+    fn ibp(
+        &self,
+        _at: &super::At,
+        ins: &[&crate::domain::Intervals],
+        rnd: &Rounding,
+    ) -> crate::domain::Intervals {
+        let x = ins[0];
+        let (lo, hi) =
+            x.lo.iter()
+                .zip(&x.hi)
+                .map(|(&l, &h)| interval(self, l, h, rnd))
+                .unzip();
+        crate::domain::Intervals::new(lo, hi)
+    }
+
+    fn needs(&self) -> super::Need {
+        super::Need::All
+    }
+
+    fn relaxation(
+        &self,
+        _at: &super::At,
+        input: &crate::domain::Intervals,
+        rnd: &Rounding,
+    ) -> super::Relaxation {
+        super::Relaxation::Lines(
+            input
+                .lo
+                .iter()
+                .zip(&input.hi)
+                .map(|(&l, &u)| lines(self, l, u, rnd))
+                .collect(),
+        )
+    }
+
+    fn backward_error(
+        &self,
+        at: &super::At,
+        bounds: &[Option<crate::domain::Intervals>],
+        _rnd: &Rounding,
+        terms: usize,
+    ) -> Option<Vec<f64>> {
+        // The deployed function's own error is in its relaxation lines; our backward step
+        // multiplies by the lines' slopes and adds their intercepts: magnitudes of input and
+        // output bound it.
+        let x = bounds[at.node.inputs[0]].as_ref()?;
+        let y = bounds[at.node.output].as_ref()?;
+        let g64 = crate::transformers::backward::f64_gamma(terms);
+        Some(
+            x.abs_max()
+                .iter()
+                .zip(y.abs_max())
+                .map(|(v, w)| (g64 * (v + w + 1.0) * 2.0).next_up())
+                .collect(),
+        )
+    }
+
+    fn linear_back(
+        &self,
+        _at: &super::At,
+        _a: &[f64],
+    ) -> Option<crate::transformers::backward::Back> {
+        None
+    }
+
+    fn relaxed_back(
+        &self,
+        ctx: &crate::transformers::backward::BackCtx,
+        node: &crate::ir::Node,
+        a: &[f64],
+        alpha: crate::transformers::backward::Alpha,
+    ) -> crate::transformers::backward::Back {
+        crate::transformers::backward::lines_back(ctx, node, a, alpha, None)
+    }
+
+    fn alpha_leak(&self) -> Option<f64> {
+        // Smooth and step functions keep their CROWN lines.
+        None
+    }
+
+    fn relaxed_forward(
+        &self,
+        pass: &crate::bounds::alpha::RelaxedPass,
+        at: &super::At,
+        ins: &[&[f64]],
+    ) -> (Vec<f64>, Option<Vec<f64>>) {
+        pass.through_lines(at, ins)
+    }
+
+    fn lp_rows(&self, lp: &mut crate::lp::LpNode) -> Result<(), crate::lp::LpError> {
+        // Its two CROWN lines per element (no triangle).
+        lp.line_rows(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

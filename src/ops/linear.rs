@@ -1,0 +1,363 @@
+//! The affine layers: Linear (`y[o,p,i] = sum_k W[p,k] x[o,k,i] + b[p]`, from Gemm and MatMul
+//! with a constant operand, with folded elementwise maps) and Conv (1-D and 2-D, groups,
+//! strides, pads, dilations).
+//!
+//! Soundness (see [`crate::ir::FpModel`] and [`crate::domain`]): intervals in centre-radius
+//! form `W c +- |W| r`; the error term's magnitude `|W| (|c| + r) + offset` bounds
+//! `sum |W_ji| |x_i|` for every `x` in the box plus every folded bias magnitude, so both our
+//! f64 rounding and the deployed rounding (any summation order) are covered. A backward step is
+//! the transposed layer, exact; its products' rounding is in [`Family::backward_error`].
+
+use super::{At, Family};
+use crate::domain::{Intervals, Rounding};
+use crate::eval::{Scalar, kernels};
+use crate::ir::{Conv, Linear};
+use crate::lp::{LpError, LpNode};
+use crate::transformers::backward::{self, Back};
+
+impl Family for Linear {
+    fn eval<T: Scalar>(&self, at: &At, ins: &[&[T]]) -> Vec<T> {
+        let x = ins.first().copied().unwrap_or(&[]);
+        kernels::linear(
+            self,
+            T::param(&self.weight),
+            self.bias.as_ref().map(T::param),
+            x,
+            at.batch,
+        )
+    }
+
+    fn vjp<T: Scalar>(&self, at: &At, _ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {
+        vec![Some(kernels::linear_t(
+            self,
+            T::param(&self.weight),
+            &go,
+            at.batch,
+        ))]
+    }
+
+    fn ibp(&self, at: &At, ins: &[&Intervals], rnd: &Rounding) -> Intervals {
+        let l = self;
+        let x = ins[0];
+        let (n_in, out_n, batch) = (at.in_n(0), at.out_n(), at.batch);
+        let mag_in = x.shifted_abs_max(n_in, l.fp.input_shift.as_deref(), |i| l.input_feature(i));
+        affine_layer(
+            x,
+            &mag_in,
+            n_in,
+            out_n,
+            batch,
+            rnd,
+            l.k,
+            l.fp.extra_roundings,
+            |v, abs, bias| {
+                let w = if abs { &l.weight_abs } else { &l.weight.f64 };
+                kernels::linear(
+                    l,
+                    w,
+                    if bias {
+                        l.bias.as_ref().map(|b| &b.f64[..])
+                    } else {
+                        None
+                    },
+                    v,
+                    batch,
+                )
+            },
+            |j| l.fp.offset[(j / l.inner) % l.p],
+        )
+    }
+
+    exactly_linear!();
+
+    fn backward_error(
+        &self,
+        at: &At,
+        bounds: &[Option<Intervals>],
+        rnd: &Rounding,
+        terms: usize,
+    ) -> Option<Vec<f64>> {
+        let l = self;
+        let x = bounds[at.node.inputs[0]].as_ref()?;
+        let (n_in, out_n) = (at.in_n(0), at.out_n());
+        let absx = x.shifted_abs_max(n_in, l.fp.input_shift.as_deref(), |i| l.input_feature(i));
+        let mag = kernels::linear(l, &l.weight_abs, None, &absx, at.batch);
+        let mag: Vec<f64> = mag
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m + l.fp.offset[((i % out_n) / l.inner) % l.p])
+            .collect();
+        Some(backward::error_terms(
+            rnd,
+            terms,
+            l.k,
+            l.fp.extra_roundings,
+            &mag,
+        ))
+    }
+
+    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+        let (l, r, out_n) = (self, at.batch, at.out_n());
+        let ain = kernels::linear_t(l, &l.weight.f64, a, r);
+        let mut bias = vec![0.0; r];
+        let mut mag = vec![0.0; r];
+        if let Some(b) = &l.bias {
+            for row in 0..r {
+                let (mut sb, mut sm) = (0.0, 0.0);
+                let arow = &a[row * out_n..(row + 1) * out_n];
+                if l.inner == 1 {
+                    for blk in arow.chunks_exact(l.p) {
+                        for (&v, &bv) in blk.iter().zip(&b.f64) {
+                            let t = v * bv;
+                            sb += t;
+                            sm += t.abs();
+                        }
+                    }
+                } else {
+                    for (i, &v) in arow.iter().enumerate() {
+                        let t = v * b.f64[(i / l.inner) % l.p];
+                        sb += t;
+                        sm += t.abs();
+                    }
+                }
+                bias[row] = sb;
+                mag[row] = sm;
+            }
+        }
+        Some(Back::Linear {
+            inputs: vec![Some(ain)],
+            bias,
+            mag,
+        })
+    }
+
+    fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {
+        let l = self;
+        let (x0, y0) = (lp.col(0), lp.y0);
+        for o in 0..l.outer {
+            for p in 0..l.p {
+                for i in 0..l.inner {
+                    let j = (o * l.p + p) * l.inner + i;
+                    let mut terms = vec![(y0 + j, 1.0)];
+                    for k in 0..l.k {
+                        let w = l.weight.f64[p * l.k + k];
+                        if w != 0.0 {
+                            terms.push((x0 + (o * l.k + k) * l.inner + i, -w));
+                        }
+                    }
+                    let b = l.bias.as_ref().map_or(0.0, |b| b.f64[p]);
+                    let ej = lp.err(j);
+                    lp.add_row(terms, b - ej, b + ej)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Family for Conv {
+    fn eval<T: Scalar>(&self, at: &At, ins: &[&[T]]) -> Vec<T> {
+        let x = ins.first().copied().unwrap_or(&[]);
+        kernels::conv(
+            self,
+            T::param(&self.weight),
+            self.bias.as_ref().map(T::param),
+            x,
+            at.batch,
+        )
+    }
+
+    fn vjp<T: Scalar>(&self, at: &At, _ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {
+        vec![Some(kernels::conv_t(
+            self,
+            T::param(&self.weight),
+            &go,
+            at.batch,
+        ))]
+    }
+
+    fn ibp(&self, at: &At, ins: &[&Intervals], rnd: &Rounding) -> Intervals {
+        let c = self;
+        let x = ins[0];
+        let (n_in, out_n, batch) = (at.in_n(0), at.out_n(), at.batch);
+        let fan_in = (c.win.c / c.group) * c.win.kh * c.win.kw;
+        let ohw = c.win.oh * c.win.ow;
+        let mag_in = x.shifted_abs_max(n_in, c.fp.input_shift.as_deref(), |i| c.input_channel(i));
+        affine_layer(
+            x,
+            &mag_in,
+            n_in,
+            out_n,
+            batch,
+            rnd,
+            fan_in,
+            c.fp.extra_roundings,
+            |v, abs, bias| {
+                let w = if abs { &c.weight_abs } else { &c.weight.f64 };
+                kernels::conv(
+                    c,
+                    w,
+                    if bias {
+                        c.bias.as_ref().map(|b| &b.f64[..])
+                    } else {
+                        None
+                    },
+                    v,
+                    batch,
+                )
+            },
+            |j| c.fp.offset[(j / ohw) % c.m],
+        )
+    }
+
+    exactly_linear!();
+
+    fn backward_error(
+        &self,
+        at: &At,
+        bounds: &[Option<Intervals>],
+        rnd: &Rounding,
+        terms: usize,
+    ) -> Option<Vec<f64>> {
+        let c = self;
+        let x = bounds[at.node.inputs[0]].as_ref()?;
+        let (n_in, out_n) = (at.in_n(0), at.out_n());
+        let absx = x.shifted_abs_max(n_in, c.fp.input_shift.as_deref(), |i| c.input_channel(i));
+        let mag = kernels::conv(c, &c.weight_abs, None, &absx, at.batch);
+        let ohw = c.win.oh * c.win.ow;
+        let fan = (c.win.c / c.group) * c.win.kh * c.win.kw;
+        let mag: Vec<f64> = mag
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m + c.fp.offset[((i % out_n) / ohw) % c.m])
+            .collect();
+        Some(backward::error_terms(
+            rnd,
+            terms,
+            fan,
+            c.fp.extra_roundings,
+            &mag,
+        ))
+    }
+
+    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+        let (c, r, out_n) = (self, at.batch, at.out_n());
+        let ohw = c.win.oh * c.win.ow;
+        let ain = kernels::conv_t(c, &c.weight.f64, a, r);
+        let mut bias = vec![0.0; r];
+        let mut mag = vec![0.0; r];
+        if let Some(b) = &c.bias {
+            for row in 0..r {
+                let (mut sb, mut sm) = (0.0, 0.0);
+                for (i, blk) in a[row * out_n..(row + 1) * out_n]
+                    .chunks_exact(ohw)
+                    .enumerate()
+                {
+                    let bv = b.f64[i % c.m];
+                    for &v in blk {
+                        let t = v * bv;
+                        sb += t;
+                        sm += t.abs();
+                    }
+                }
+                bias[row] = sb;
+                mag[row] = sm;
+            }
+        }
+        Some(Back::Linear {
+            inputs: vec![Some(ain)],
+            bias,
+            mag,
+        })
+    }
+
+    fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {
+        let c = self;
+        let (x0, y0) = (lp.col(0), lp.y0);
+        let wn = &c.win;
+        let (cg, mg) = (wn.c / c.group, c.m / c.group);
+        let ohw = wn.oh * wn.ow;
+        // Explicit taps: for each output, its window's in-bounds inputs.
+        for img in 0..wn.n {
+            for m in 0..c.m {
+                let grp = m / mg;
+                for oy in 0..wn.oh {
+                    for ox in 0..wn.ow {
+                        let j = (img * c.m + m) * ohw + oy * wn.ow + ox;
+                        let mut terms = vec![(y0 + j, 1.0)];
+                        for ci in 0..cg {
+                            let ch = grp * cg + ci;
+                            for a in 0..wn.kh {
+                                let iy = (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
+                                if iy < 0 || iy >= wn.h as isize {
+                                    continue;
+                                }
+                                for b in 0..wn.kw {
+                                    let ix = (ox * wn.sw + b * wn.dw) as isize - wn.pw as isize;
+                                    if ix < 0 || ix >= wn.w as isize {
+                                        continue;
+                                    }
+                                    let w = c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
+                                    if w != 0.0 {
+                                        let xi = ((img * wn.c + ch) * wn.h + iy as usize) * wn.w
+                                            + ix as usize;
+                                        terms.push((x0 + xi, -w));
+                                    }
+                                }
+                            }
+                        }
+                        let bb = c.bias.as_ref().map_or(0.0, |b| b.f64[m]);
+                        let ej = lp.err(j);
+                        lp.add_row(terms, bb - ej, bb + ej)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shared Linear/Conv interval step. `apply(v, abs, bias)` runs the layer's kernel on `v` with
+/// `|W|` when `abs`, adding the bias when `bias`; `mag_in` bounds `|x|` (shifted per the error
+/// model) and `offset(j)` is the error-model offset of per-sample output element `j`.
+#[allow(clippy::too_many_arguments)]
+fn affine_layer(
+    x: &Intervals,
+    mag_in: &[f64],
+    n_in: usize,
+    n_out: usize,
+    batch: usize,
+    rnd: &Rounding,
+    fan_in: usize,
+    extra: u32,
+    apply: impl Fn(&[f64], bool, bool) -> Vec<f64>,
+    offset: impl Fn(usize) -> f64,
+) -> Intervals {
+    let (c, r) = x.center_radius();
+    let yc = apply(&c, false, true);
+    let yr = apply(&r, true, false);
+    let ym = apply(mag_in, true, false);
+    let mut lo = Vec::with_capacity(yc.len());
+    let mut hi = Vec::with_capacity(yc.len());
+    for b in 0..batch {
+        // A sample with an unbounded input has unbounded outputs (the deployed network may
+        // produce inf or NaN there).
+        let finite = x.lo[b * n_in..(b + 1) * n_in]
+            .iter()
+            .chain(&x.hi[b * n_in..(b + 1) * n_in])
+            .all(|v| v.is_finite());
+        for j in 0..n_out {
+            let i = b * n_out + j;
+            if !finite {
+                lo.push(f64::NEG_INFINITY);
+                hi.push(f64::INFINITY);
+                continue;
+            }
+            let e = rnd.err(fan_in, extra, ym[i] + offset(j));
+            let (l, h) = rnd.widen(yc[i] - yr[i], yc[i] + yr[i], e);
+            lo.push(l);
+            hi.push(h);
+        }
+    }
+    Intervals::new(lo, hi)
+}
