@@ -3,8 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use ferrocert::commands::{
-    self, BoundsArgs, CertifyArgs, InspectArgs, RunArgs, ScanArgs, SchemaArgs, SmoothArgs,
-    VerifyArgs,
+    self, BoundsArgs, CertifyArgs, InspectArgs, KeygenArgs, MergeArgs, ReplayArgs, RunArgs,
+    ScanArgs, SchemaArgs, SmoothArgs, VerifyArgs,
 };
 
 /// Sound verification and certification of neural networks (ONNX + VNN-LIB).
@@ -20,6 +20,13 @@ enum Command {
     /// Certify every model of a configuration (specs, robustness, smoothing, backdoor scan),
     /// decide the gate and write the reports; exit 1 when the gate fails.
     Certify(CertifyArgs),
+    /// Re-check a certify report directory: input hashes, signature, counterexamples, and the
+    /// verdicts re-run (all or a seeded sample); exit 0 only when everything agrees.
+    Replay(ReplayArgs),
+    /// Merge the directories of `certify --shard K/N` runs into the single run's reports.
+    Merge(MergeArgs),
+    /// Make a minisign key pair for `certify --sign`.
+    Keygen(KeygenArgs),
     /// Describe a model: operators, shapes, parameter count, SHA-256.
     Inspect(InspectArgs),
     /// Bound every network output over the input regions of a VNN-LIB spec.
@@ -43,6 +50,9 @@ fn main() {
     let mut stdout = std::io::stdout().lock();
     let res: anyhow::Result<i32> = match &cli.command {
         Command::Certify(a) => commands::certify(a, &mut stdout).map_err(Into::into),
+        Command::Replay(a) => commands::replay_cmd(a, &mut stdout).map_err(Into::into),
+        Command::Merge(a) => commands::merge(a, &mut stdout).map_err(Into::into),
+        Command::Keygen(a) => commands::keygen(a, &mut stdout).map_err(Into::into),
         Command::Schema(a) => commands::schema(a, &mut stdout).map_err(Into::into),
         Command::Inspect(a) => commands::inspect(a, &mut stdout).map_err(Into::into),
         Command::Bounds(a) => commands::bounds(a, &mut stdout).map_err(Into::into),

@@ -204,7 +204,10 @@ fn help_is_available_for_every_subcommand() {
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .filter(|s| s != "help")
         .collect();
-    for want in ["inspect", "bounds", "verify", "run", "smooth", "scan"] {
+    for want in [
+        "certify", "replay", "merge", "keygen", "schema", "inspect", "bounds", "verify", "run",
+        "smooth", "scan",
+    ] {
         assert!(
             subs.iter().any(|s| s == want),
             "{want} missing from --help: {top}"

@@ -214,6 +214,8 @@ fn check(id: String, kind: CheckKind, summary: String, evidence: Evidence) -> Ch
         id,
         kind,
         method_class: kind.method_class(),
+        // Refined with the run's floating-point mode and confidence by `certify::run`.
+        method: crate::report::model::MethodInfo::of(kind, crate::domain::FpMode::Deployed, None),
         outcome: crate::report::model::Outcome::Info,
         summary,
         conditions: vec![],

@@ -7,12 +7,19 @@
 
 pub mod batch;
 pub mod checks;
+pub mod compliance;
 pub mod config;
 pub mod gate;
 pub mod plan;
+pub mod replay;
+pub mod shard;
+pub mod sign;
 
 use crate::progress::Progress;
-use crate::report::model::{ModelReport, Outcome, REPORT_VERSION, Report, RunSummary, ToolInfo};
+use crate::report::model::{
+    Evidence, InputFile, MethodInfo, ModelReport, Outcome, Provenance, REPORT_VERSION, Report,
+    RunSummary, ToolInfo,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
@@ -24,7 +31,95 @@ pub struct Timings {
     pub started_unix_s: f64,
     pub total_s: f64,
     pub jobs: usize,
+    pub machine: Machine,
     pub models: Vec<ModelTimings>,
+}
+
+/// Facts of the machine a run used (kept out of the byte-stable report).
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub os: String,
+    pub arch: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// CPU features detected at run time; the GEMM kernels of the concrete evaluator pick
+    /// their code path from them.
+    pub cpu_features: Vec<String>,
+    /// Whether the evaluator's kernels could use fused multiply-add (results of the deployed
+    /// float32 evaluation may differ in the last bits between machines with and without it;
+    /// every proof covers both).
+    pub fma: bool,
+    /// The command line of the run.
+    pub command_line: Vec<String>,
+}
+
+impl Machine {
+    /// This machine, running `threads` workers.
+    pub fn this(threads: usize) -> Self {
+        #[allow(unused_mut)]
+        let mut cpu_features: Vec<String> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            macro_rules! detect {
+                ($($f:tt),*) => {
+                    $(if std::arch::is_x86_feature_detected!($f) {
+                        cpu_features.push($f.to_string());
+                    })*
+                };
+            }
+            detect!("sse4.1", "avx", "avx2", "fma", "avx512f");
+        }
+        #[cfg(target_arch = "aarch64")]
+        cpu_features.push("neon".to_string());
+        let fma = cpu_features.iter().any(|f| f == "fma" || f == "neon");
+        Machine {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            threads,
+            cpu_features,
+            fma,
+            command_line: std::env::args().collect(),
+        }
+    }
+}
+
+/// Every input file of a plan with its role, sorted and without repeats.
+pub fn input_files(plan: &plan::Plan) -> Vec<InputFile> {
+    let f = |role: &str, r: &crate::report::model::FileRef| InputFile {
+        role: role.into(),
+        path: r.path.clone(),
+        sha256: r.sha256.clone(),
+    };
+    let mut v = vec![f("config", &plan.config)];
+    for m in &plan.models {
+        v.push(f("model", &m.file));
+        v.extend(m.specs.iter().map(|s| f("spec", &s.file)));
+        if let Some(d) = &m.data {
+            v.push(f("data", &d.inputs));
+            v.extend(d.labels.iter().map(|l| f("labels", l)));
+        }
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The provenance section of a plan's report.
+pub fn provenance(plan: &plan::Plan) -> Provenance {
+    Provenance {
+        tool_version: crate::report::TOOL_VERSION.into(),
+        git_commit: crate::report::GIT_COMMIT.into(),
+        fp_mode: match plan.fp_mode {
+            crate::domain::FpMode::Deployed => "deployed",
+            crate::domain::FpMode::Real => "real",
+        }
+        .into(),
+        seed: plan.seed,
+        inputs: input_files(plan),
+        replay_command: "ferrocert replay <directory of this report.json>".into(),
+        rerun_command: format!("ferrocert certify --config {}", plan.config.path),
+        machine_facts: "timings.json".into(),
+    }
 }
 
 /// Seconds per check of one model.
@@ -94,10 +189,36 @@ pub fn run(plan: &plan::Plan, jobs: usize, progress: &dyn Progress) -> (Report, 
         .map_or(0.0, |d| d.as_secs_f64());
     let start = Instant::now();
     let results = checks::run_all(plan, jobs, progress);
+    assemble(
+        plan,
+        results,
+        started_unix_s,
+        start.elapsed().as_secs_f64(),
+        jobs,
+    )
+}
+
+/// The report and timings of a plan's checks (each model's in the order the run produces
+/// them): methods, gate, provenance and the compliance mapping. `run` and `merge` share it,
+/// so a merged report is the single run's.
+pub fn assemble(
+    plan: &plan::Plan,
+    results: Vec<checks::ModelChecks>,
+    started_unix_s: f64,
+    total_s: f64,
+    jobs: usize,
+) -> (Report, Timings) {
     let mut models = Vec::new();
     let mut times = Vec::new();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for (m, mut mc) in plan.models.iter().zip(results) {
+        for c in &mut mc.checks {
+            let alpha = match &c.evidence {
+                Evidence::Smoothing(s) => Some(s.alpha),
+                _ => None,
+            };
+            c.method = MethodInfo::of(c.kind, plan.fp_mode, alpha);
+        }
         let (verdict, failures) = gate::judge(&m.gate, &mut mc.checks);
         for c in &mc.checks {
             *outcomes.entry(c.outcome.name().to_string()).or_default() += 1;
@@ -124,6 +245,8 @@ pub fn run(plan: &plan::Plan, jobs: usize, progress: &dyn Progress) -> (Report, 
         });
     }
     let failed = models.iter().filter(|m| m.verdict == Outcome::Fail).count();
+    let provenance = provenance(plan);
+    let compliance = compliance::build(&models, &provenance);
     let report = Report {
         report_version: REPORT_VERSION,
         tool: ToolInfo::this(),
@@ -141,12 +264,15 @@ pub fn run(plan: &plan::Plan, jobs: usize, progress: &dyn Progress) -> (Report, 
             checks: models.iter().map(|m| m.checks.len()).sum(),
             outcomes,
         },
+        provenance,
+        compliance,
         models,
     };
     let timings = Timings {
         started_unix_s,
-        total_s: start.elapsed().as_secs_f64(),
+        total_s,
         jobs,
+        machine: Machine::this(jobs),
         models: times,
     };
     (report, timings)

@@ -7,7 +7,10 @@ pub mod scan_cmd;
 pub mod smooth_cmd;
 
 pub use batch_cmd::{RunArgs, run};
-pub use certify_cmd::{CertifyArgs, SchemaArgs, certify, schema};
+pub use certify_cmd::{
+    CertifyArgs, KeygenArgs, MergeArgs, ReplayArgs, SchemaArgs, certify, keygen, merge, replay_cmd,
+    schema,
+};
 pub use scan_cmd::{ScanArgs, scan};
 pub use smooth_cmd::{SmoothArgs, smooth};
 

@@ -10,6 +10,10 @@ pub use render::vnncomp::{parse_counterexample, vnncomp_result, write_vnncomp_re
 /// Version of this tool, recorded in every report.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Git commit this binary was built from (`unknown` outside a checkout, `-dirty` with
+/// uncommitted changes); see `build.rs`.
+pub const GIT_COMMIT: &str = env!("FERROCERT_GIT_COMMIT");
+
 /// Version of the JSON report layout.
 pub const SCHEMA_VERSION: u32 = 1;
 

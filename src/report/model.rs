@@ -166,6 +166,131 @@ impl MethodClass {
     }
 }
 
+/// The method behind a check's claims, described as ISO/IEC 24029-2 (formal methods) and
+/// 24029-1 (statistical and empirical methods) classify them.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct MethodInfo {
+    pub class: MethodClass,
+    /// `complete` (a formal method that decides the property given time: the search returns
+    /// a proof or a counterexample), `incomplete` (sound bounds that may fail to decide),
+    /// `statistical` or `empirical`.
+    pub completeness: String,
+    /// The arithmetic a proof holds in: `float32-deployed` (every float32 evaluation order,
+    /// with or without FMA), `real`, or `sampled` (statements about evaluated samples).
+    pub arithmetic: String,
+    /// The same inputs, configuration and seed give the same result.
+    pub deterministic: bool,
+    /// Confidence `1 - alpha` of a statistical claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// The claim in one sentence.
+    pub statement: String,
+}
+
+impl MethodInfo {
+    /// The method of a check of `kind` under floating-point mode `fp` (`alpha`: the
+    /// smoothing's error probability).
+    pub fn of(kind: CheckKind, fp: crate::domain::FpMode, alpha: Option<f64>) -> Self {
+        let arithmetic = match fp {
+            crate::domain::FpMode::Deployed => "float32-deployed",
+            crate::domain::FpMode::Real => "real",
+        };
+        let (completeness, arithmetic, confidence, statement) = match kind {
+            CheckKind::Spec | CheckKind::Robustness => (
+                "complete",
+                arithmetic,
+                None,
+                "unsat: no input of the region reaches the unsafe set (bound propagation and branch and bound); sat: a counterexample re-checked by the concrete evaluator; unknown or timeout: nothing is claimed",
+            ),
+            CheckKind::PatchBound => (
+                "incomplete",
+                arithmetic,
+                None,
+                "an upper bound on the attack success rate of every k x k stamp at the scanned positions (CROWN and alpha-CROWN); the bound may be loose, never low",
+            ),
+            CheckKind::Smoothing => (
+                "statistical",
+                "sampled",
+                alpha.map(|a| 1.0 - a),
+                "the smoothed classifier's prediction is constant within the certified L2 radius, with probability at least 1 - alpha over the sampling noise (Cohen et al. CERTIFY)",
+            ),
+            CheckKind::TriggerScan => (
+                "empirical",
+                "sampled",
+                None,
+                "triggers found by optimisation and an outlier test; a label not flagged proves nothing",
+            ),
+        };
+        MethodInfo {
+            class: kind.method_class(),
+            completeness: completeness.into(),
+            arithmetic: arithmetic.into(),
+            deterministic: true,
+            confidence,
+            statement: statement.into(),
+        }
+    }
+}
+
+/// Every file a run read, with the facts that make it re-checkable.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Provenance {
+    pub tool_version: String,
+    /// Git commit the tool was built from (`unknown` outside a checkout; `-dirty` when the
+    /// tree had uncommitted changes).
+    pub git_commit: String,
+    /// Floating-point mode of every proof (`deployed`: float32 as deployed; `real`).
+    pub fp_mode: String,
+    /// Seed of every randomised step (attacks, smoothing noise, trigger search).
+    pub seed: u64,
+    /// Every input file, by role (`config`, `model`, `spec`, `data`, `labels`), sorted and
+    /// without repeats.
+    pub inputs: Vec<InputFile>,
+    /// Re-checks this report directory: hashes, counterexamples, verdicts.
+    pub replay_command: String,
+    /// Runs the same configuration again.
+    pub rerun_command: String,
+    /// Facts of the machine (threads, OS, CPU features, start time, command line) are in
+    /// `timings.json`, so that this file is the same on every machine.
+    pub machine_facts: String,
+}
+
+/// One input file of a run.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InputFile {
+    pub role: String,
+    pub path: String,
+    /// Lower-case hex SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// Results mapped to the clauses of regulations and frameworks that ask for them. Facts and
+/// limits only: no conformity is claimed.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Compliance {
+    pub disclaimer: String,
+    pub items: Vec<ComplianceItem>,
+}
+
+/// One clause and what this run contributes to it.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ComplianceItem {
+    /// `EU AI Act` or `NIST AI RMF 1.0`.
+    pub framework: String,
+    /// E.g. `Art. 15(4)` or `MEASURE 2.7`.
+    pub clause: String,
+    /// What the clause asks for, in a few words.
+    pub topic: String,
+    /// `evidence` when a check of this run bears on it, `none in this run` otherwise.
+    pub status: String,
+    /// The checks (`model/check-id`) that bear on it.
+    pub checks: Vec<String>,
+    /// What they show, one fact per line.
+    pub facts: Vec<String>,
+    /// What they do not show.
+    pub limits: Vec<String>,
+}
+
 /// One gate condition applied to a check.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Condition {
@@ -198,6 +323,8 @@ pub struct Check {
     pub id: String,
     pub kind: CheckKind,
     pub method_class: MethodClass,
+    /// The method behind the claims, in the terms of ISO/IEC 24029-2.
+    pub method: MethodInfo,
     pub outcome: Outcome,
     /// One line for people.
     pub summary: String,
@@ -442,6 +569,8 @@ pub struct Report {
     /// `pass` when every model passes its gate, else `fail`.
     pub verdict: Outcome,
     pub summary: RunSummary,
+    pub provenance: Provenance,
+    pub compliance: Compliance,
     pub models: Vec<ModelReport>,
 }
 

@@ -225,7 +225,13 @@ fn model_section(s: &mut String, m: &ModelReport) {
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&c.id),
             c.kind.name(),
-            c.method_class.name(),
+            format!(
+                "<span title=\"{}\">{} ({}, {})</span>",
+                esc(&c.method.statement),
+                c.method_class.name(),
+                esc(&c.method.completeness),
+                esc(&c.method.arithmetic)
+            ),
             outcome(c.outcome),
             esc(&c.summary),
             conds.join("<br>")
@@ -236,6 +242,55 @@ fn model_section(s: &mut String, m: &ModelReport) {
         let _ = write!(s, "<li>{}</li>", esc(n));
     }
     s.push_str("</ul>");
+}
+
+fn provenance_section(s: &mut String, r: &Report) {
+    let p = &r.provenance;
+    let _ = write!(
+        s,
+        "<h2 id=\"provenance\">Provenance</h2><p>ferrocert {} (commit <code>{}</code>) · floating-point mode <code>{}</code> · seed {} · re-check: <code>{}</code> · run again: <code>{}</code> · machine facts: <code>{}</code></p><table><tr><th>role</th><th>file</th><th>sha256</th></tr>",
+        esc(&p.tool_version),
+        esc(&p.git_commit),
+        esc(&p.fp_mode),
+        p.seed,
+        esc(&p.replay_command),
+        esc(&p.rerun_command),
+        esc(&p.machine_facts)
+    );
+    for f in &p.inputs {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            esc(&f.role),
+            esc(&f.path),
+            esc(&f.sha256)
+        );
+    }
+    s.push_str("</table>");
+}
+
+fn compliance_section(s: &mut String, r: &Report) {
+    let c = &r.compliance;
+    let _ = write!(
+        s,
+        "<h2 id=\"compliance\">Compliance mapping</h2><p>{}</p><table><tr><th>framework</th><th>clause</th><th>topic</th><th>this run</th><th>facts</th><th>limits</th></tr>",
+        esc(&c.disclaimer)
+    );
+    for i in &c.items {
+        let facts: Vec<String> = i.facts.iter().map(|f| esc(f)).collect();
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({} checks)</td><td>{}</td><td>{}</td></tr>",
+            esc(&i.framework),
+            esc(&i.clause),
+            esc(&i.topic),
+            esc(&i.status),
+            i.checks.len(),
+            facts.join("<br>"),
+            esc(&i.limits.join(" "))
+        );
+    }
+    s.push_str("</table>");
 }
 
 /// `report.html`.
@@ -274,6 +329,8 @@ pub fn render(r: &Report) -> String {
     for m in &r.models {
         model_section(&mut s, m);
     }
+    provenance_section(&mut s, r);
+    compliance_section(&mut s, r);
     s.push_str("<p><small>Proof: sound bound propagation or complete search. Statistical: holds with the stated confidence over the sampling noise. Empirical: found by search; its absence proves nothing.</small></p></body></html>\n");
     s
 }

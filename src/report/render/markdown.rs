@@ -61,7 +61,7 @@ fn model_section(s: &mut String, m: &ModelReport) {
             "| `{}` | {} | {} | {} | {} |",
             cell(&c.id),
             c.kind.name(),
-            c.method_class.name(),
+            format!("{} ({})", c.method_class.name(), c.method.completeness),
             verdict(c.outcome),
             cell(&c.summary)
         );
@@ -134,6 +134,54 @@ fn model_section(s: &mut String, m: &ModelReport) {
     }
 }
 
+fn provenance_section(s: &mut String, r: &Report) {
+    let p = &r.provenance;
+    let _ = writeln!(s, "\n### Provenance\n");
+    let _ = writeln!(
+        s,
+        "ferrocert {} (commit `{}`), floating-point mode `{}`, seed {}. Re-check: `{}`; run again: `{}`. Machine facts: `{}`.\n",
+        p.tool_version,
+        p.git_commit,
+        p.fp_mode,
+        p.seed,
+        p.replay_command,
+        p.rerun_command,
+        p.machine_facts
+    );
+    let _ = writeln!(s, "| role | file | sha256 |");
+    let _ = writeln!(s, "|---|---|---|");
+    for f in &p.inputs {
+        let _ = writeln!(s, "| {} | `{}` | `{}` |", f.role, cell(&f.path), f.sha256);
+    }
+}
+
+fn compliance_section(s: &mut String, r: &Report) {
+    let c = &r.compliance;
+    let _ = writeln!(s, "\n### Compliance mapping\n\n{}\n", c.disclaimer);
+    let _ = writeln!(
+        s,
+        "| framework | clause | topic | this run | facts | limits |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for i in &c.items {
+        let mut facts: Vec<String> = i.facts.iter().take(4).map(|f| cell(f)).collect();
+        if i.facts.len() > 4 {
+            facts.push(format!("... {} more in report.json", i.facts.len() - 4));
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} ({} checks) | {} | {} |",
+            i.framework,
+            i.clause,
+            cell(&i.topic),
+            i.status,
+            i.checks.len(),
+            facts.join("<br>"),
+            cell(&i.limits.join(" "))
+        );
+    }
+}
+
 /// `report.md`.
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
@@ -159,6 +207,8 @@ pub fn render(r: &Report) -> String {
     for m in &r.models {
         model_section(&mut s, m);
     }
+    provenance_section(&mut s, r);
+    compliance_section(&mut s, r);
     let _ = writeln!(
         s,
         "\n<sub>ferrocert {} · config `{}` (sha256 `{}`) · report version {}</sub>",
