@@ -381,3 +381,42 @@ fn the_slurm_example_runs_and_merges_to_the_single_run() {
     }
     let _ = std::fs::remove_dir_all(&w);
 }
+
+#[test]
+fn proof_material_of_input_splitting_checks_and_a_cut_tree_does_not() {
+    let dir = std::env::temp_dir().join(format!("ferrocert-proofs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("ferrocert.toml"),
+        format!(
+            r#"[[model]]
+name = "acas"
+path = "{}"
+specs = {{ files = ["{}", "{}"], timeout = 60 }}
+"#,
+            repo("models/ACASXU_run2a_1_1_batch_2000.onnx").display(),
+            repo("specs/acasxu/prop_1.vnnlib").display(),
+            repo("specs/acasxu/prop_2.vnnlib").display()
+        ),
+    )
+    .expect("config");
+    assert_eq!(certify(&dir, "rep", &[]), 0);
+    let (code, out) = replay(&dir, &["rep", "--check-proofs"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("proofs checked: 2 of 2"), "{out}");
+    // Both were proved by input splitting, so nothing needed a re-run.
+    assert!(out.contains("checks re-run: 0 of 0"), "{out}");
+    // The tree cut down to its root: the checker finds the open node.
+    let text = std::fs::read_to_string(dir.join("rep/report.json")).expect("report");
+    let mut doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let c = &mut doc["models"][0]["checks"][1]["evidence"]["proof"][0];
+    assert!(c["nodes"].as_u64().is_some_and(|n| n > 1), "{c}");
+    c["tree"] = serde_json::json!("ff");
+    std::fs::create_dir_all(dir.join("cut")).expect("mkdir");
+    std::fs::write(dir.join("cut/report.json"), doc.to_string()).expect("write");
+    let (code, out) = replay(&dir, &["cut", "--check-proofs"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("DISAGREES: proof of acas/spec:"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -74,7 +74,7 @@ pub fn robustness_region(
     }
 }
 
-fn options(plan: &Plan, timeout_s: f64) -> VerifyOptions {
+pub(crate) fn options(plan: &Plan, timeout_s: f64) -> VerifyOptions {
     VerifyOptions {
         timeout: Some(Duration::from_secs_f64(timeout_s)),
         fp_mode: plan.fp_mode,

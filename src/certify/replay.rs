@@ -37,6 +37,23 @@ pub struct ReplayOptions {
     pub jobs: usize,
     /// The signer's public key (default: `signer.pub` in the directory, integrity only).
     pub pubkey: Option<PathBuf>,
+    /// Check the proof material of `unsat` specs instead of searching again.
+    pub check_proofs: bool,
+}
+
+/// One spec's proof material checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProofCheck {
+    pub model: String,
+    pub check: String,
+    pub regions: usize,
+    /// Search-tree nodes bounded.
+    pub nodes: usize,
+    pub ok: bool,
+    pub seconds: f64,
+    /// The check's time in the original run (its timings.json), when known.
+    pub original_seconds: Option<f64>,
+    pub detail: String,
 }
 
 /// One input file re-hashed.
@@ -81,6 +98,8 @@ pub struct ReplayReport {
     pub signature: Option<SignatureCheck>,
     pub hashes: Vec<HashCheck>,
     pub counterexamples: Vec<CounterexampleCheck>,
+    /// Proof material checked (`--check-proofs`); these checks are not re-run.
+    pub proofs: Vec<ProofCheck>,
     /// Checks re-run (a sample when `sampled` is set).
     pub verdicts: Vec<VerdictCheck>,
     pub sampled: Option<usize>,
@@ -122,6 +141,7 @@ pub fn replay(
         signature: sign::verify_dir(dir, opts.pubkey.as_deref(), &outputs),
         hashes: Vec::new(),
         counterexamples: Vec::new(),
+        proofs: Vec::new(),
         verdicts: Vec::new(),
         sampled: opts.sample,
         checks_in_report: report.models.iter().map(|m| m.checks.len()).sum(),
@@ -156,9 +176,93 @@ pub fn replay(
     let loaded = config::load(Path::new(&report.config.path))?;
     let plan = plan::prepare(&loaded)?;
     recheck_counterexamples(&report, &plan, &mut out);
-    rerun(&report, plan, opts, progress, &mut out);
+    let proved = if opts.check_proofs {
+        check_proofs(dir, &report, &plan, &mut out)
+    } else {
+        BTreeSet::new()
+    };
+    rerun(&report, plan, opts, &proved, progress, &mut out);
     out.agree = out.problems.is_empty();
     Ok(out)
+}
+
+/// Check the proof material of every `unsat` spec that has some; returns the checks whose
+/// proofs were checked (they need no re-run).
+fn check_proofs(
+    dir: &Path,
+    report: &Recorded,
+    plan: &Plan,
+    out: &mut ReplayReport,
+) -> BTreeSet<(String, String)> {
+    let times: serde_json::Value = std::fs::read_to_string(dir.join("timings.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let original = |model: &str, id: &str| -> Option<f64> {
+        times["models"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == model)?["checks"][id]
+            .as_f64()
+    };
+    let mut done = BTreeSet::new();
+    for m in &report.models {
+        let Some(mp) = plan.models.iter().find(|p| p.name == m.name) else {
+            continue;
+        };
+        for c in &m.checks {
+            let Evidence::Spec(ev) = &c.evidence else {
+                continue;
+            };
+            if ev.result != "unsat" || ev.proof.is_empty() {
+                continue;
+            }
+            let Some(sp) = mp.specs.iter().find(|s| s.file.path == ev.spec.path) else {
+                continue;
+            };
+            // Regions proved before the search have no tree: they are re-run instead.
+            if ev.proof.len() != sp.spec.regions.len() {
+                continue;
+            }
+            let opts = super::checks::options(plan, sp.timeout_s);
+            let start = std::time::Instant::now();
+            let mut nodes = 0;
+            let mut detail = String::from("every node of every region's tree checks");
+            let mut ok = true;
+            for rp in &ev.proof {
+                let res = sp
+                    .spec
+                    .regions
+                    .get(rp.region)
+                    .ok_or_else(|| "its region does not exist".to_string())
+                    .and_then(|region| crate::verify::proof::check(&mp.net, region, rp, &opts));
+                match res {
+                    Ok(st) => nodes += st.nodes,
+                    Err(e) => {
+                        ok = false;
+                        detail = format!("region {}: {e}", rp.region);
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                out.problems
+                    .push(format!("proof of {}/{}: {detail}", m.name, c.id));
+            }
+            out.proofs.push(ProofCheck {
+                model: m.name.clone(),
+                check: c.id.clone(),
+                regions: ev.proof.len(),
+                nodes,
+                ok,
+                seconds: start.elapsed().as_secs_f64(),
+                original_seconds: original(&m.name, &c.id),
+                detail,
+            });
+            done.insert((m.name.clone(), c.id.clone()));
+        }
+    }
+    done
 }
 
 /// Re-check every counterexample of the report with the concrete evaluator.
@@ -279,6 +383,7 @@ fn rerun(
     report: &Recorded,
     mut plan: Plan,
     opts: &ReplayOptions,
+    proved: &BTreeSet<(String, String)>,
     progress: &dyn Progress,
     out: &mut ReplayReport,
 ) {
@@ -286,7 +391,11 @@ fn rerun(
         .models
         .iter()
         .flat_map(|m| m.checks.iter().map(|c| (m.name.clone(), c.id.clone())))
+        .filter(|k| !proved.contains(k))
         .collect();
+    if all.is_empty() {
+        return;
+    }
     if let Some(n) = opts.sample
         && n < all.len()
     {

@@ -174,6 +174,10 @@ pub struct ReplayArgs {
     /// Worker threads of the re-run (default: number of CPUs).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Check the proof material of `unsat` specs (the input-splitting tree: each node bounded
+    /// once) instead of searching again; specs without material are re-run.
+    #[arg(long)]
+    pub check_proofs: bool,
     /// Print the replay report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -196,6 +200,7 @@ pub fn replay_cmd(a: &ReplayArgs, out: &mut dyn Write) -> Result<i32, Error> {
         seed,
         jobs: a.jobs.unwrap_or_else(rayon::current_num_threads).max(1),
         pubkey: a.pubkey.clone(),
+        check_proofs: a.check_proofs,
     };
     let progress = StageBar::new();
     let r = replay::replay(&a.dir, &opts, &progress).map_err(|e| Error::Io(e.to_string()))?;
@@ -261,6 +266,18 @@ pub fn replay_summary(r: &replay::ReplayReport) -> String {
         r.sampled
             .map_or(String::new(), |n| format!(", sample of {n}"))
     );
+    if !r.proofs.is_empty() {
+        let (t, o): (f64, f64) = r.proofs.iter().fold((0.0, 0.0), |(t, o), p| {
+            (t + p.seconds, o + p.original_seconds.unwrap_or(0.0))
+        });
+        let _ = writeln!(
+            s,
+            "  proofs checked: {} of {} ({} tree nodes bounded) in {t:.2} s, against {o:.2} s for the original search",
+            ok(&r.proofs.iter().map(|p| p.ok).collect::<Vec<_>>()),
+            r.proofs.len(),
+            r.proofs.iter().map(|p| p.nodes).sum::<usize>()
+        );
+    }
     for p in &r.problems {
         let _ = writeln!(s, "  DISAGREES: {p}");
     }

@@ -372,6 +372,10 @@ pub struct SpecEvidence {
     /// A checked counterexample (`sat` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counterexample: Option<Counterexample>,
+    /// Proof material of the regions input splitting proved (`unsat` only), which
+    /// `replay --check-proofs` re-bounds instead of searching again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proof: Vec<crate::verify::proof::RegionProof>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -407,6 +411,10 @@ impl SpecEvidence {
             counterexample: match &run.verdict {
                 Verdict::Falsified(c) => Some(c.clone()),
                 _ => None,
+            },
+            proof: match (&run.verdict, r) {
+                (Verdict::Verified, Some(r)) => r.proofs.clone(),
+                _ => Vec::new(),
             },
             error: match &run.verdict {
                 Verdict::Error(m) => Some(m.clone()),

@@ -39,7 +39,9 @@ use std::time::Instant;
 /// Result of branch and bound on one region.
 #[derive(Debug)]
 pub enum BabOutcome {
-    Verified,
+    /// Every domain refuted; with input splitting, the search tree as proof material
+    /// ([`crate::verify::proof`]).
+    Verified(Option<Vec<u8>>),
     Falsified(Counterexample),
     Unknown,
     Timeout,
@@ -86,6 +88,8 @@ const SEEDED_OPEN: usize = 20_000;
 const SAMPLES_PER_ROUND: usize = 1024;
 
 struct BoxDomain {
+    /// Node of the search tree (proof material).
+    id: usize,
     lo: Vec<f64>,
     hi: Vec<f64>,
     open: Vec<usize>,
@@ -153,9 +157,9 @@ fn still_open(
 type RowWarm = Vec<((usize, usize), alpha::Warm)>;
 
 /// Output of [`bound_batch`].
-struct Bounded {
+pub(crate) struct Bounded {
     /// Disjuncts still open per domain.
-    open: Vec<Vec<usize>>,
+    pub(crate) open: Vec<Vec<usize>>,
     /// The CROWN pass (its `lower` raised by alpha/beta-CROWN where it ran).
     pass: crate::bounds::crown::Pass,
     /// Owner `(domain, disjunct, constraint)` of each row.
@@ -167,7 +171,7 @@ struct Bounded {
 /// Bound a batch: CROWN rows (recording what `rec` asks), then alpha-CROWN (beta-CROWN on
 /// domains with splits) on rows whose disjunct is still open, each row starting from
 /// `warm[domain]`'s parameters for it where given (`warm` may be empty).
-fn bound_batch(
+pub(crate) fn bound_batch(
     c: &Crown,
     region: &Region,
     opens: &[&[usize]],
@@ -242,7 +246,7 @@ pub fn run(
     }
 }
 
-fn crown_cfg(opts: &VerifyOptions, deadline: Option<Instant>) -> CrownConfig {
+pub(crate) fn crown_cfg(opts: &VerifyOptions, deadline: Option<Instant>) -> CrownConfig {
     CrownConfig {
         mode: opts.fp_mode,
         deadline,
@@ -278,7 +282,7 @@ fn margins(
 
 /// A combined row `sum_j lambda_j c_j y > rhs` of one domain's open conjunction
 /// (see [`combine`]).
-struct CombinedRow {
+pub(crate) struct CombinedRow {
     dom: usize,
     disjunct: usize,
     coeffs: Vec<(usize, f64)>,
@@ -425,7 +429,11 @@ fn input_split(
     let ni = g.input_numel();
     let mut stats = BabStats::default();
     // Domains on the stack have been bounded and leave `open` disjuncts.
+    // The search tree: per node, the dimension it was split on, its two children, and
+    // whether they were bounded with its bounds as seeds.
+    let mut tree: Vec<Option<(usize, usize, usize, bool)>> = vec![None];
     let mut stack = vec![BoxDomain {
+        id: 0,
         lo: region.lower.clone(),
         hi: region.upper.clone(),
         open,
@@ -456,7 +464,13 @@ fn input_split(
         // Children of every candidate dimension: (parent, dim, box).
         let mut kids: Vec<(usize, usize, BoxDomain)> = Vec::new();
         for (b, d) in batch.iter().enumerate() {
-            for i in split_candidates(d, region, k) {
+            let cands = split_candidates(d, region, k);
+            if cands.is_empty() {
+                // This box cannot be split at f64 resolution: it stays open, so nothing is
+                // proved (dropping it would claim its part of the region unchecked).
+                return (BabOutcome::Unknown, stats);
+            }
+            for i in cands {
                 let mid = 0.5 * d.lo[i] + 0.5 * d.hi[i];
                 let (mut hi1, mut lo2) = (d.hi.clone(), d.lo.clone());
                 hi1[i] = mid;
@@ -465,6 +479,7 @@ fn input_split(
                     b,
                     i,
                     BoxDomain {
+                        id: 0,
                         lo: d.lo.clone(),
                         hi: hi1,
                         open: d.open.clone(),
@@ -477,6 +492,7 @@ fn input_split(
                     b,
                     i,
                     BoxDomain {
+                        id: 0,
                         lo: lo2,
                         hi: d.hi.clone(),
                         open: d.open.clone(),
@@ -514,41 +530,16 @@ fn input_split(
             seeds.as_ref(),
         );
         let opens: Vec<&[usize]> = kids.iter().map(|q| &q.2.open[..]).collect();
-        let (doms, owner) = rows_for(region, &opens);
-        let fill = |r: usize, a: &mut [f64]| {
-            let (_, kd, ci) = owner[r];
-            for &(j, v) in &region.disjuncts[kd][ci].coeffs {
-                a[j] += v;
-            }
-        };
-        let pass = c.passes(
-            g.output,
-            &doms,
-            None,
-            fill,
-            Record {
-                acts: false,
-                input: true,
-            },
-        );
-        let ax = pass.at_input.as_deref().unwrap_or(&[]);
-        let mut open_kids = still_open(region, &opens, &owner, &pass.lower);
-        // Conjunctions still open: one combined row each, bounded on the same relaxation.
         let boxes: Vec<(&[f64], &[f64])> =
             kids.iter().map(|q| (&q.2.lo[..], &q.2.hi[..])).collect();
-        // The combinations are chosen on the linear bounds `ax`, which the plain bounds match.
-        let combos = combined_rows(region, &boxes, &owner, &pass.plain, ax, &open_kids, &c);
-        let cpass = c.passes(
-            g.output,
-            &combos.iter().map(|cr| cr.dom).collect::<Vec<_>>(),
-            None,
-            |r, a| {
-                for &(j, v) in &combos[r].coeffs {
-                    a[j] += v;
-                }
-            },
-            Record::default(),
-        );
+        let BoxPass {
+            owner,
+            pass,
+            open: open_kids,
+            combos,
+            cpass,
+        } = bound_boxes(&c, region, &boxes, &opens);
+        let ax = pass.at_input.as_deref().unwrap_or(&[]);
         let extra_of = |l: &[f64]| -> Vec<(usize, usize, f64)> {
             combos
                 .iter()
@@ -556,12 +547,6 @@ fn input_split(
                 .map(|(cr, &l)| (cr.dom, cr.disjunct, l - cr.rhs))
                 .collect()
         };
-        let extra = extra_of(&cpass.lower);
-        for &(q, k, m) in &extra {
-            if m > 0.0 {
-                open_kids[q].retain(|&o| o != k);
-            }
-        }
         // Margins for the heuristics come from the full back-substitution only: the early
         // concretisations prove boxes but jump between boxes, which misleads split choices.
         let marg = margins(
@@ -590,6 +575,18 @@ fn input_split(
         let keep: Vec<usize> = (0..kids.len())
             .filter(|&q| chosen[kids[q].0].is_some_and(|(i, _)| i == kids[q].1))
             .collect();
+        // Record the chosen split of every parent: its kept children are consecutive.
+        for pair in keep.chunks(2) {
+            if let [q1, q2] = *pair {
+                let (id1, id2) = (tree.len(), tree.len() + 1);
+                tree.push(None);
+                tree.push(None);
+                // Whether the children were bounded with seeds (all of a batch are, or none).
+                tree[batch[kids[q1].0].id] = Some((kids[q1].1, id1, id2, seeds.is_some()));
+                kids[q1].2.id = id1;
+                kids[q2].2.id = id2;
+            }
+        }
         let mut open_now: Vec<Vec<usize>> = keep.iter().map(|&q| open_kids[q].clone()).collect();
         // The kept children's bounds of every value, copied once: they seed the alpha-CROWN
         // pass below and, later, the children's own children.
@@ -680,7 +677,80 @@ fn input_split(
             }
         }
     }
-    (BabOutcome::Verified, stats)
+    (
+        BabOutcome::Verified(super::proof::encode_tree(&tree)),
+        stats,
+    )
+}
+
+/// The CROWN bounding of a batch of boxes, as input splitting does it and its proof checker
+/// repeats it.
+pub(crate) struct BoxPass {
+    /// Owner `(domain, disjunct, constraint)` of each row of `pass`.
+    pub(crate) owner: Vec<(usize, usize, usize)>,
+    /// The spec rows (input coefficients recorded).
+    pub(crate) pass: crate::bounds::crown::Pass,
+    /// Disjuncts still open per box, after the rows and the combined rows.
+    pub(crate) open: Vec<Vec<usize>>,
+    pub(crate) combos: Vec<CombinedRow>,
+    /// The combined rows' pass.
+    pub(crate) cpass: crate::bounds::crown::Pass,
+}
+
+/// Bound the open disjuncts `opens` of the boxes `boxes` (the domains of `c`): every
+/// constraint's row, then one combined row per conjunction still open, chosen on the rows'
+/// linear bounds and bounded on the same relaxation.
+pub(crate) fn bound_boxes(
+    c: &Crown,
+    region: &Region,
+    boxes: &[(&[f64], &[f64])],
+    opens: &[&[usize]],
+) -> BoxPass {
+    let g = c.g;
+    let (doms, owner) = rows_for(region, opens);
+    let fill = |r: usize, a: &mut [f64]| {
+        let (_, kd, ci) = owner[r];
+        for &(j, v) in &region.disjuncts[kd][ci].coeffs {
+            a[j] += v;
+        }
+    };
+    let pass = c.passes(
+        g.output,
+        &doms,
+        None,
+        fill,
+        Record {
+            acts: false,
+            input: true,
+        },
+    );
+    let ax = pass.at_input.as_deref().unwrap_or(&[]);
+    let mut open = still_open(region, opens, &owner, &pass.lower);
+    // The combinations are chosen on the linear bounds `ax`, which the plain bounds match.
+    let combos = combined_rows(region, boxes, &owner, &pass.plain, ax, &open, c);
+    let cpass = c.passes(
+        g.output,
+        &combos.iter().map(|cr| cr.dom).collect::<Vec<_>>(),
+        None,
+        |r, a| {
+            for &(j, v) in &combos[r].coeffs {
+                a[j] += v;
+            }
+        },
+        Record::default(),
+    );
+    for (cr, &l) in combos.iter().zip(&cpass.lower) {
+        if l - cr.rhs > 0.0 {
+            open[cr.dom].retain(|&o| o != cr.disjunct);
+        }
+    }
+    BoxPass {
+        owner,
+        pass,
+        open,
+        combos,
+        cpass,
+    }
 }
 
 /// One attack round of input splitting on the open boxes `stack` (not empty): PGD in the box
@@ -757,7 +827,7 @@ fn attack_boxes(
 
 /// Per value, the bounds of several single domains laid out as one batch (`None` where any
 /// domain lacks them).
-fn concat_bounds(per: &[&Vec<Option<Intervals>>]) -> Vec<Option<Intervals>> {
+pub(crate) fn concat_bounds(per: &[&Vec<Option<Intervals>>]) -> Vec<Option<Intervals>> {
     let nv = per.first().map_or(0, |p| p.len());
     (0..nv)
         .map(|v| {
@@ -979,7 +1049,7 @@ fn relu_split(
             }
         }
     }
-    (BabOutcome::Verified, stats)
+    (BabOutcome::Verified(None), stats)
 }
 
 /// Whether the LP relaxation of domain `b` of `c` (triangle relaxation, split constraints as

@@ -11,6 +11,7 @@ pub mod attack;
 pub mod bab;
 pub mod combine;
 pub mod files;
+pub mod proof;
 
 use crate::bounds::{self, Method, Objective, alpha, crown, linear_min};
 use crate::domain::{FpMode, Intervals};
@@ -128,6 +129,8 @@ pub struct VerifyReport {
     /// Regions settled by branch and bound, and its counters.
     pub bab_regions: usize,
     pub bab: bab::BabStats,
+    /// Proof material of the regions input splitting proved ([`proof`]).
+    pub proofs: Vec<proof::RegionProof>,
     pub elapsed: Duration,
 }
 
@@ -167,6 +170,7 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
         proved_by: [0; 4],
         bab_regions: 0,
         bab: bab::BabStats::default(),
+        proofs: Vec::new(),
         elapsed: Duration::ZERO,
     };
     let timed_out = || opts.timeout.is_some_and(|t| start.elapsed() > t);
@@ -262,14 +266,23 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     let mut undecided = None;
     for (ri, ks) in open_all {
         let root = lp_bounds[ri].take();
+        let started_with = ks.clone();
         let (out, st) = bab::run(net, &spec.regions[ri], ri, ks, root, opts, bcfg, deadline);
         report.bab.domains += st.domains;
         report.bab.iterations += st.iterations;
         report.bab.max_open = report.bab.max_open.max(st.max_open);
         match out {
-            bab::BabOutcome::Verified => {
+            bab::BabOutcome::Verified(tree) => {
                 report.bab_regions += 1;
                 report.regions_proved += 1;
+                if let Some(t) = tree {
+                    report.proofs.push(proof::RegionProof {
+                        region: ri,
+                        disjuncts: started_with,
+                        nodes: t.len(),
+                        tree: proof::to_hex(&t),
+                    });
+                }
             }
             bab::BabOutcome::Falsified(cex) => {
                 report.method = "bab";

@@ -1,0 +1,288 @@
+//! Proof material for `unsat` found by input splitting, and its checker.
+//!
+//! The material is the search tree: in preorder, per node the input dimension it was split
+//! on (at the midpoint `0.5 lo + 0.5 hi`, recomputed exactly; bit 7 set when its children were
+//! bounded without its bounds as seeds) or a leaf mark, one byte each (hex in the report).
+//! The checker first bounds the region's box for the disjuncts the stages before the search
+//! refuted, then walks the tree: it bounds each child with CROWN (seeded with its parent's
+//! bounds of every value where the search was, sound on a sub-box), combined rows and
+//! alpha-CROWN, exactly the bounding the search used (bounds are not monotone in their
+//! seeds, so it follows the search's choices), and requires every disjunct still open at a
+//! node to be refuted by its children. The leaves cover the region (bisection), so when
+//! every node checks, the property holds on the whole region. It bounds each node once: no
+//! lookahead candidates, no attacks, no search heuristics.
+
+use super::VerifyOptions;
+use super::bab::{self, bound_batch, concat_bounds, crown_cfg};
+use crate::bounds::crown::{Crown, Record, Seeds};
+use crate::domain::Intervals;
+use crate::network::Network;
+use crate::spec::Region;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Leaf mark of the encoding.
+const LEAF: u8 = 0xff;
+
+/// The proof material of one region.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct RegionProof {
+    pub region: usize,
+    /// Disjuncts open when the search started (the others were refuted on the whole region
+    /// by the stages before it; the checker bounds the root for every disjunct).
+    pub disjuncts: Vec<usize>,
+    /// The input-splitting tree, preorder, one byte per node (`ff`: leaf, else the split
+    /// dimension), hex.
+    pub tree: String,
+    /// Nodes of the tree.
+    pub nodes: usize,
+}
+
+/// Bit of a node byte: its children were bounded without its bounds as seeds.
+const UNSEEDED: u8 = 0x80;
+
+/// A node of a search tree: split dimension, children, and whether the children were
+/// bounded with the node's bounds as seeds.
+pub type TreeNode = (usize, usize, usize, bool);
+
+/// The preorder encoding of a search tree (`tree[id]`; `None` for a leaf); `None` when a
+/// dimension does not fit the encoding (127 or more inputs).
+pub fn encode_tree(tree: &[Option<TreeNode>]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(tree.len());
+    let mut stack = vec![0usize];
+    while let Some(n) = stack.pop() {
+        match tree.get(n).copied().flatten() {
+            Some((dim, a, b, seeded)) => {
+                let d = u8::try_from(dim).ok().filter(|&d| d < 0x7f)?;
+                out.push(if seeded { d } else { d | UNSEEDED });
+                stack.push(b);
+                stack.push(a);
+            }
+            None => out.push(LEAF),
+        }
+    }
+    Some(out)
+}
+
+/// Hex of bytes.
+pub fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err("odd number of hex digits".into());
+    }
+    (0..s.len() / 2)
+        .map(|i| {
+            u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or(""), 16)
+                .map_err(|e| format!("hex digit at {}: {e}", 2 * i))
+        })
+        .collect()
+}
+
+/// Children of every node of a preorder encoding (`None` for leaves).
+fn decode(bytes: &[u8]) -> Result<Vec<Option<TreeNode>>, String> {
+    let mut nodes = vec![None; bytes.len()];
+    // Parse iteratively: each pending internal node waits for its second child.
+    let mut pos = 0usize;
+    fn subtree(
+        bytes: &[u8],
+        pos: &mut usize,
+        nodes: &mut [Option<TreeNode>],
+        depth: usize,
+    ) -> Result<usize, String> {
+        if depth > 4096 {
+            return Err("tree deeper than 4096".into());
+        }
+        let me = *pos;
+        let b = *bytes.get(me).ok_or("tree ends early")?;
+        *pos += 1;
+        if b != LEAF {
+            let a = subtree(bytes, pos, nodes, depth + 1)?;
+            let c = subtree(bytes, pos, nodes, depth + 1)?;
+            nodes[me] = Some(((b & !UNSEEDED) as usize, a, c, b & UNSEEDED == 0));
+        }
+        Ok(me)
+    }
+    subtree(bytes, &mut pos, &mut nodes, 0)?;
+    if pos != bytes.len() {
+        return Err(format!("{} bytes after the tree", bytes.len() - pos));
+    }
+    Ok(nodes)
+}
+
+/// What a proof check bounded.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ProofStats {
+    /// Nodes bounded (the tree's).
+    pub nodes: usize,
+}
+
+struct Pending {
+    node: usize,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    open: Vec<usize>,
+    seeds: Option<Arc<Vec<Option<Intervals>>>>,
+}
+
+/// Check the proof `p` of `region` on `net`; `Err` names the first node that does not check.
+pub fn check(
+    net: &Network,
+    region: &Region,
+    p: &RegionProof,
+    opts: &VerifyOptions,
+) -> Result<ProofStats, String> {
+    let g = &net.analysis;
+    let ni = g.input_numel();
+    let tree = decode(&from_hex(&p.tree)?)?;
+    if tree.iter().flatten().any(|&(d, _, _, _)| d >= ni) {
+        return Err("a split dimension is not an input".into());
+    }
+    let mut stats = ProofStats::default();
+    // The disjuncts refuted before the search, on the whole region.
+    let before: Vec<usize> = (0..region.disjuncts.len())
+        .filter(|k| !p.disjuncts.contains(k))
+        .collect();
+    if !before.is_empty() {
+        stats.nodes += 1;
+        let input = Intervals::new(region.lower.clone(), region.upper.clone());
+        let c = Crown::build(g, input, 1, crown_cfg(opts, None), None);
+        let left = bound_batch(
+            &c,
+            region,
+            &[&before[..]],
+            opts,
+            Record::default(),
+            None,
+            &[],
+        );
+        if left.open.first().is_some_and(|o| !o.is_empty()) {
+            return Err(format!(
+                "disjuncts {:?} are not refuted on the region's box",
+                left.open[0]
+            ));
+        }
+    }
+    let mut queue = Vec::new();
+    if !p.disjuncts.is_empty() {
+        let Some((dim, a, b, _)) = tree[0] else {
+            return Err("the search's disjuncts are open and the tree has no split".into());
+        };
+        let (lo, hi) = (region.lower.clone(), region.upper.clone());
+        let mid = 0.5 * lo[dim] + 0.5 * hi[dim];
+        let (mut hi1, mut lo2) = (hi.clone(), lo.clone());
+        hi1[dim] = mid;
+        lo2[dim] = mid;
+        queue.push(Pending {
+            node: b,
+            lo: lo2,
+            hi,
+            open: p.disjuncts.clone(),
+            seeds: None,
+        });
+        queue.push(Pending {
+            node: a,
+            lo,
+            hi: hi1,
+            open: p.disjuncts.clone(),
+            seeds: None,
+        });
+    }
+    const BATCH: usize = 64;
+    while !queue.is_empty() {
+        let take = queue.len().min(BATCH);
+        let batch: Vec<Pending> = queue.split_off(queue.len() - take);
+        stats.nodes += batch.len();
+        // Seeded and unseeded nodes are bounded apart (a batch shares its seeding).
+        let (seeded, bare): (Vec<Pending>, Vec<Pending>) =
+            batch.into_iter().partition(|q| q.seeds.is_some());
+        for group in [seeded, bare] {
+            if !group.is_empty() {
+                queue.extend(bound_nodes(net, region, &tree, group, opts)?);
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Bound one batch of tree nodes (all seeded or all not); their children where disjuncts
+/// stay open, or the first node left open without children.
+fn bound_nodes(
+    net: &Network,
+    region: &Region,
+    tree: &[Option<TreeNode>],
+    batch: Vec<Pending>,
+    opts: &VerifyOptions,
+) -> Result<Vec<Pending>, String> {
+    let g = &net.analysis;
+    let mut queue = Vec::new();
+    {
+        let input = Intervals::new(
+            batch.iter().flat_map(|q| q.lo.iter().copied()).collect(),
+            batch.iter().flat_map(|q| q.hi.iter().copied()).collect(),
+        );
+        let parent: Option<Vec<&Vec<Option<Intervals>>>> =
+            batch.iter().map(|q| q.seeds.as_deref()).collect();
+        let seeds = parent.map(|pb| Seeds {
+            bounds: concat_bounds(&pb),
+            splits: Vec::new(),
+            skip_before: 0,
+        });
+        let c = Crown::build(g, input, batch.len(), crown_cfg(opts, None), seeds.as_ref());
+        let opens: Vec<&[usize]> = batch.iter().map(|q| &q.open[..]).collect();
+        let boxes: Vec<(&[f64], &[f64])> = batch.iter().map(|q| (&q.lo[..], &q.hi[..])).collect();
+        let mut open = bab::bound_boxes(&c, region, &boxes, &opens).open;
+        let own: Vec<Arc<Vec<Option<Intervals>>>> = (0..batch.len())
+            .map(|q| Arc::new(c.domain_bounds(q)))
+            .collect();
+        if opts.method == crate::bounds::Method::AlphaCrown && open.iter().any(|o| !o.is_empty()) {
+            let reuse = Seeds {
+                bounds: concat_bounds(&own.iter().map(|b| &**b).collect::<Vec<_>>()),
+                splits: Vec::new(),
+                skip_before: g.nodes.len(),
+            };
+            let input = Intervals::new(
+                batch.iter().flat_map(|q| q.lo.iter().copied()).collect(),
+                batch.iter().flat_map(|q| q.hi.iter().copied()).collect(),
+            );
+            let sub = Crown::build(g, input, batch.len(), crown_cfg(opts, None), Some(&reuse));
+            let so: Vec<&[usize]> = open.iter().map(|o| &o[..]).collect();
+            open = bound_batch(&sub, region, &so, opts, Record::default(), None, &[]).open;
+        }
+        for (t, q) in batch.into_iter().enumerate() {
+            if open[t].is_empty() {
+                continue;
+            }
+            let Some((dim, a, b, seeded)) = tree[q.node] else {
+                return Err(format!(
+                    "node {} (box {:?} .. {:?}) leaves disjuncts {:?} open and has no children",
+                    q.node, q.lo, q.hi, open[t]
+                ));
+            };
+            let mid = 0.5 * q.lo[dim] + 0.5 * q.hi[dim];
+            let (mut hi1, mut lo2) = (q.hi.clone(), q.lo.clone());
+            hi1[dim] = mid;
+            lo2[dim] = mid;
+            let o = std::mem::take(&mut open[t]);
+            let seeds = seeded.then(|| own[t].clone());
+            queue.push(Pending {
+                node: b,
+                lo: lo2,
+                hi: q.hi,
+                open: o.clone(),
+                seeds: seeds.clone(),
+            });
+            queue.push(Pending {
+                node: a,
+                lo: q.lo,
+                hi: hi1,
+                open: o,
+                seeds,
+            });
+        }
+    }
+    Ok(queue)
+}
