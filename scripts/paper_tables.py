@@ -116,11 +116,53 @@ def table_group(prefix, what):
     return out
 
 
+def table_lirpa():
+    f = RESULTS / "lirpa_bench.csv"
+    if not f.exists():
+        return ["(no result file: run ../shared/tools/lirpa_bench.py --out paper/results/lirpa_bench.csv)"]
+    out = ["| network | auto_LiRPA CROWN (ms) | ferrocert `bounds` real (ms) | ferrocert deployed (ms) | of which load + IBP (ms) | auto_LiRPA / ferrocert | bounds equal |",
+           "|---|---|---|---|---|---|---|"]
+    for r in csv.DictReader(f.open()):
+        out.append(f"| {r['net']} | {float(r['lirpa_ms']):.2f} | {float(r['ferrocert_real_ms']):.2f} | "
+                   f"{float(r['ferrocert_deployed_ms']):.2f} | {float(r['ferro_ibp_ms']):.2f} | "
+                   f"{float(r['ratio(lirpa/ferrocert_deployed)']):.2f} | {r['match']} (max diff {float(r['max_bound_diff']):.1e}) |")
+    return out
+
+
+def table_proofs():
+    f = RESULTS / "acasxu_replay.json"
+    if not f.exists():
+        return ["(no result file: certify paper/results/acasxu_certify.toml, then replay --check-proofs --json)"]
+    r = json.loads(f.read_text())
+    p = r["proofs"]
+    t = sum(x["seconds"] for x in p)
+    o = sum(x["original_seconds"] or 0 for x in p)
+    out = ["| what | value |", "|---|---|",
+           f"| replay agrees | {r['agree']} |",
+           f"| proofs checked / valid | {len(p)} / {sum(x['ok'] for x in p)} |",
+           f"| tree nodes bounded | {sum(x['nodes'] for x in p):,} |",
+           f"| proof check, summed | {t:.1f} s |",
+           f"| original search, summed | {o:.1f} s |",
+           f"| search / check | {o / t:.2f}x |" if t > 0 else "| search / check | - |",
+           f"| other checks re-run / agree | {len(r['verdicts'])} / {sum(v['agree'] for v in r['verdicts'])} |"]
+    return out
+
+
+def table_nc():
+    f = RESULTS / "scan_vs_nc.md"
+    if not f.exists():
+        return ["(no result file: scripts/bench_scan.sh > paper/results/scan_vs_nc.md)"]
+    return [l for l in f.read_text().splitlines() if l.startswith("|")]
+
+
 TABLES = {
     "suites": table_suites,
     "bounds": table_bounds,
     "scan": lambda: table_group("scan", "scan"),
     "normals": lambda: table_group("normals", "smoothing"),
+    "lirpa": table_lirpa,
+    "proofs": table_proofs,
+    "nc": table_nc,
 }
 
 
