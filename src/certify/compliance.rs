@@ -190,12 +190,13 @@ pub fn build(models: &[ModelReport], prov: &Provenance) -> Compliance {
             }
             match cl.clause {
                 "MEASURE 2.1" => fs.push(format!(
-                    "{} input files identified by SHA-256; ferrocert {} (commit {}), floating-point mode {}, seed {}",
+                    "{} input files identified by SHA-256; ferrocert {} (commit {}), floating-point mode {}, seed {}, GEMM kernels {}",
                     prov.inputs.len(),
                     prov.tool_version,
                     prov.git_commit,
                     prov.fp_mode,
-                    prov.seed
+                    prov.seed,
+                    prov.gemm_kernel
                 )),
                 "MEASURE 2.5" => {
                     for class in [

@@ -45,9 +45,8 @@ pub struct Machine {
     /// CPU features detected at run time; the GEMM kernels of the concrete evaluator pick
     /// their code path from them.
     pub cpu_features: Vec<String>,
-    /// Whether the evaluator's kernels could use fused multiply-add (results of the deployed
-    /// float32 evaluation may differ in the last bits between machines with and without it;
-    /// every proof covers both).
+    /// Whether the CPU has fused multiply-add (see the report's `gemm_kernel` for what the
+    /// kernels ran; every proof covers evaluation with and without FMA).
     pub fma: bool,
     /// The command line of the run.
     pub command_line: Vec<String>,
@@ -115,6 +114,7 @@ pub fn provenance(plan: &plan::Plan) -> Provenance {
         }
         .into(),
         seed: plan.seed,
+        gemm_kernel: crate::eval::kernels::gemm_kernel().into(),
         inputs: input_files(plan),
         replay_command: "ferrocert replay <directory of this report.json>".into(),
         rerun_command: format!("ferrocert certify --config {}", plan.config.path),

@@ -7,6 +7,36 @@
 use super::Scalar;
 use crate::ir::{Conv, FILL, Linear, Pool, Window};
 
+/// The GEMM kernel family matrixmultiply runs on this machine, which fixes the last bits of
+/// every product (fused multiply-add or not, block sizes): `avx+fma`, `avx` or `sse2` on
+/// x86-64 (as it chooses them at run time; a build with `MMTEST_FEATURE=<name>` in the
+/// environment pins one), `neon` on aarch64. Results are bit-identical between machines with
+/// the same kernel family.
+pub fn gemm_kernel() -> &'static str {
+    if let Some(f) = option_env!("MMTEST_FEATURE") {
+        return f;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx+fma";
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            return "avx";
+        }
+        "sse2"
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "neon"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "portable"
+    }
+}
+
 /// `C = A * B (+ C if accumulate)` for row/column-strided operands.
 ///
 /// Panics if a stride pattern would read or write outside a slice: the strides come from

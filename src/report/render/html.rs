@@ -248,11 +248,12 @@ fn provenance_section(s: &mut String, r: &Report) {
     let p = &r.provenance;
     let _ = write!(
         s,
-        "<h2 id=\"provenance\">Provenance</h2><p>ferrocert {} (commit <code>{}</code>) · floating-point mode <code>{}</code> · seed {} · re-check: <code>{}</code> · run again: <code>{}</code> · machine facts: <code>{}</code></p><table><tr><th>role</th><th>file</th><th>sha256</th></tr>",
+        "<h2 id=\"provenance\">Provenance</h2><p>ferrocert {} (commit <code>{}</code>) · floating-point mode <code>{}</code> · seed {} · GEMM kernels <code>{}</code> · re-check: <code>{}</code> · run again: <code>{}</code> · machine facts: <code>{}</code></p><table><tr><th>role</th><th>file</th><th>sha256</th></tr>",
         esc(&p.tool_version),
         esc(&p.git_commit),
         esc(&p.fp_mode),
         p.seed,
+        esc(&p.gemm_kernel),
         esc(&p.replay_command),
         esc(&p.rerun_command),
         esc(&p.machine_facts)

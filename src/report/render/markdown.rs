@@ -139,11 +139,12 @@ fn provenance_section(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n### Provenance\n");
     let _ = writeln!(
         s,
-        "ferrocert {} (commit `{}`), floating-point mode `{}`, seed {}. Re-check: `{}`; run again: `{}`. Machine facts: `{}`.\n",
+        "ferrocert {} (commit `{}`), floating-point mode `{}`, seed {}, GEMM kernels `{}`. Re-check: `{}`; run again: `{}`. Machine facts: `{}`.\n",
         p.tool_version,
         p.git_commit,
         p.fp_mode,
         p.seed,
+        p.gemm_kernel,
         p.replay_command,
         p.rerun_command,
         p.machine_facts
