@@ -71,7 +71,7 @@ pub fn to_hex(b: &[u8]) -> String {
 }
 
 fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     (0..s.len() / 2)
@@ -82,33 +82,36 @@ fn from_hex(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-/// Children of every node of a preorder encoding (`None` for leaves).
+/// Children of every node of a preorder encoding (`None` for leaves). Iterative, so a deep
+/// tree (or a crafted one) cannot exhaust the stack.
 fn decode(bytes: &[u8]) -> Result<Vec<Option<TreeNode>>, String> {
-    let mut nodes = vec![None; bytes.len()];
-    // Parse iteratively: each pending internal node waits for its second child.
-    let mut pos = 0usize;
-    fn subtree(
-        bytes: &[u8],
-        pos: &mut usize,
-        nodes: &mut [Option<TreeNode>],
-        depth: usize,
-    ) -> Result<usize, String> {
-        if depth > 4096 {
-            return Err("tree deeper than 4096".into());
+    let mut nodes: Vec<Option<TreeNode>> = vec![None; bytes.len()];
+    // Internal nodes waiting for children: (node, first child once known).
+    let mut open: Vec<(usize, Option<usize>)> = Vec::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        // Node `i` is the next child of the innermost waiting node.
+        if let Some(top) = open.last_mut() {
+            if top.1.is_none() {
+                top.1 = Some(i);
+            } else {
+                let (parent, first) = open.pop().unwrap_or((0, None));
+                let pb = bytes[parent];
+                nodes[parent] = Some((
+                    (pb & !UNSEEDED) as usize,
+                    first.unwrap_or(0),
+                    i,
+                    pb & UNSEEDED == 0,
+                ));
+            }
+        } else if i > 0 {
+            return Err(format!("{} bytes after the tree", bytes.len() - i));
         }
-        let me = *pos;
-        let b = *bytes.get(me).ok_or("tree ends early")?;
-        *pos += 1;
         if b != LEAF {
-            let a = subtree(bytes, pos, nodes, depth + 1)?;
-            let c = subtree(bytes, pos, nodes, depth + 1)?;
-            nodes[me] = Some(((b & !UNSEEDED) as usize, a, c, b & UNSEEDED == 0));
+            open.push((i, None));
         }
-        Ok(me)
     }
-    subtree(bytes, &mut pos, &mut nodes, 0)?;
-    if pos != bytes.len() {
-        return Err(format!("{} bytes after the tree", bytes.len() - pos));
+    if !open.is_empty() || bytes.is_empty() {
+        return Err("tree ends early".into());
     }
     Ok(nodes)
 }
@@ -285,4 +288,62 @@ fn bound_nodes(
         }
     }
     Ok(queue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A random tree of `n` splits over 5 inputs, as the search records it.
+    fn random_tree(n: usize, seed: u64) -> Vec<Option<TreeNode>> {
+        let mut rng = crate::verify::attack::Rng::new(seed, 1);
+        let mut tree: Vec<Option<TreeNode>> = vec![None];
+        let mut leaves = vec![0usize];
+        for _ in 0..n {
+            let k = (rng.next_u64() as usize) % leaves.len();
+            let leaf = leaves.swap_remove(k);
+            let (a, b) = (tree.len(), tree.len() + 1);
+            tree.push(None);
+            tree.push(None);
+            let dim = (rng.next_u64() % 5) as usize;
+            tree[leaf] = Some((dim, a, b, rng.next_u64() % 2 == 0));
+            leaves.push(a);
+            leaves.push(b);
+        }
+        tree
+    }
+
+    /// The shape of the subtree at `n`, independent of node numbering.
+    fn shape(t: &[Option<TreeNode>], n: usize) -> String {
+        match t[n] {
+            Some((d, a, b, s)) => format!("({d}{s} {} {})", shape(t, a), shape(t, b)),
+            None => ".".into(),
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips_and_malformed_trees_are_refused() {
+        for seed in 0..50 {
+            let t = random_tree(seed as usize * 7, seed);
+            let bytes = encode_tree(&t).expect("encodes");
+            assert_eq!(bytes.len(), t.len());
+            let back = decode(&from_hex(&to_hex(&bytes)).expect("hex")).expect("decodes");
+            assert_eq!(shape(&t, 0), shape(&back, 0), "seed {seed}");
+            if bytes.len() > 1 {
+                assert!(
+                    decode(&bytes[..bytes.len() - 1]).is_err(),
+                    "truncated, seed {seed}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(LEAF);
+            assert!(decode(&longer).is_err(), "trailing byte, seed {seed}");
+        }
+        assert!(decode(&[]).is_err());
+        assert!(from_hex("f").is_err() && from_hex("zz").is_err());
+        // A deep chain decodes without recursion.
+        let mut deep = vec![0u8; 200_000];
+        deep.extend(std::iter::repeat_n(LEAF, 200_001));
+        assert!(decode(&deep).is_ok());
+    }
 }
