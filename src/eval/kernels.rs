@@ -8,21 +8,24 @@ use super::Scalar;
 use crate::ir::{Conv, FILL, Linear, Pool, Window};
 
 /// The GEMM kernel family matrixmultiply runs on this machine, which fixes the last bits of
-/// every product (fused multiply-add or not, block sizes): `avx+fma`, `avx` or `sse2` on
-/// x86-64 (as it chooses them at run time; a build with `MMTEST_FEATURE=<name>` in the
-/// environment pins one), `neon` on aarch64. Results are bit-identical between machines with
-/// the same kernel family.
+/// every product (fused multiply-add or not, register blocking): on x86-64 `avx512` when the
+/// CPU has AVX-512F, else `avx2+fma`, else `avx`, else `sse2`, in matrixmultiply 0.3's order of
+/// choice (a build with `MMTEST_FEATURE=<feature>` in the environment allows only that one);
+/// `neon` on aarch64. Results are bit-identical between machines of one family.
 pub fn gemm_kernel() -> &'static str {
     if let Some(f) = option_env!("MMTEST_FEATURE") {
         return f;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx+fma";
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") {
+            return "avx512";
         }
-        if std::arch::is_x86_feature_detected!("avx") {
+        if has!("fma") && has!("avx2") {
+            return "avx2+fma";
+        }
+        if has!("avx") {
             return "avx";
         }
         "sse2"

@@ -243,8 +243,8 @@ pub struct Provenance {
     pub fp_mode: String,
     /// Seed of every randomised step (attacks, smoothing noise, trigger search).
     pub seed: u64,
-    /// The GEMM kernel family the evaluator and the bound engines ran (`avx+fma`, `avx`,
-    /// `sse2`, `neon`): it fixes the last bits of every computed value, so report.json is
+    /// The GEMM kernel family the evaluator and the bound engines ran (`avx512`, `avx2+fma`,
+    /// `avx`, `sse2`, `neon`): it fixes the last bits of every computed value, so report.json is
     /// byte-identical between runs with the same family (any machine, any thread count);
     /// with another, recorded values may differ in their last bits, and every bound and
     /// verdict stays sound.
