@@ -200,6 +200,14 @@ fn replay_agrees_on_a_fresh_report_and_names_every_change() {
 fn a_signed_report_verifies_and_any_changed_byte_breaks_it() {
     let w = workspace("sign");
     assert_eq!(run(bin().args(["keygen", "k"]).current_dir(&w)).0, 0);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(w.join("k.key")).expect("key").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the secret key is readable by others: {mode:o}");
+    }
+    // keygen never overwrites a key.
+    assert_eq!(run(bin().args(["keygen", "k"]).current_dir(&w)).0, 2);
     certify(&w, "rep", &["--sign", "k.key"]);
     let dir = w.join("rep");
     let outputs: Vec<String> = ferrocert::report::render::FILES

@@ -104,7 +104,13 @@ pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf), SignError> {
         .to_box(Some("ferrocert report signing key"))
         .map_err(|e| SignError::Sign(e.to_string()))?;
     let pk = kp.pk.to_box().map_err(|e| SignError::Sign(e.to_string()))?;
-    std::fs::write(&sk_path, sk.to_string()).map_err(|e| io(&sk_path, e))?;
+    // The secret key is readable by its owner only (it is not encrypted).
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&sk_path).map_err(|e| io(&sk_path, e))?;
+    std::io::Write::write_all(&mut f, sk.to_string().as_bytes()).map_err(|e| io(&sk_path, e))?;
     std::fs::write(&pk_path, pk.to_string()).map_err(|e| io(&pk_path, e))?;
     Ok((sk_path, pk_path))
 }
