@@ -203,8 +203,15 @@ fn a_signed_report_verifies_and_any_changed_byte_breaks_it() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(w.join("k.key")).expect("key").permissions().mode();
-        assert_eq!(mode & 0o077, 0, "the secret key is readable by others: {mode:o}");
+        let mode = std::fs::metadata(w.join("k.key"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the secret key is readable by others: {mode:o}"
+        );
     }
     // keygen never overwrites a key.
     assert_eq!(run(bin().args(["keygen", "k"]).current_dir(&w)).0, 2);
