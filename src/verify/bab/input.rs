@@ -214,14 +214,9 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
     }];
     let mut attack_round = 0u64;
     while !stack.is_empty() {
-        if deadline.is_some_and(|d| Instant::now() > d) {
-            return (BabOutcome::Timeout, stats);
+        if let Some(stop) = s.next_iteration(stack.len(), &mut stats) {
+            return (stop, stats);
         }
-        if stack.len() > cfg.max_open {
-            return (BabOutcome::Unknown, stats);
-        }
-        stats.max_open = stats.max_open.max(stack.len());
-        stats.iterations += 1;
         // Periodically attack inside the open domains furthest from a proof.
         if let (Some(acfg), true) = (&opts.attack, stats.iterations % 4 == 0) {
             attack_round += 1;
@@ -479,12 +474,7 @@ pub(crate) fn bound_boxes(
 ) -> BoxPass {
     let g = c.g;
     let (doms, owner) = rows_for(region, opens);
-    let fill = |r: usize, a: &mut [f64]| {
-        let (_, kd, ci) = owner[r];
-        for &(j, v) in &region.disjuncts[kd][ci].coeffs {
-            a[j] += v;
-        }
-    };
+    let fill = |r: usize, a: &mut [f64]| fill_row(region, &owner, r, a);
     let pass = c.passes(
         g.output,
         &doms,

@@ -153,12 +153,7 @@ pub(crate) fn bound_batch(
 ) -> Bounded {
     let g = c.g;
     let (doms, owner) = rows_for(region, opens);
-    let fill = |r: usize, a: &mut [f64]| {
-        let (_, k, ci) = owner[r];
-        for &(j, v) in &region.disjuncts[k][ci].coeffs {
-            a[j] += v;
-        }
-    };
+    let fill = |r: usize, a: &mut [f64]| fill_row(region, &owner, r, a);
     let mut pass = c.passes(g.output, &doms, None, fill, rec);
     let mut open = still_open(region, opens, &owner, &pass.lower);
     let mut params: Vec<RowWarm> = vec![Vec::new(); opens.len()];
@@ -222,6 +217,30 @@ pub fn run(
         input::input_split(&s, open)
     } else {
         relu::relu_split(&s, open, root)
+    }
+}
+
+impl Search<'_> {
+    /// The start of every iteration of both searches: stop on the deadline (`timeout`) or when
+    /// too many domains are open (`unknown`), else count the iteration.
+    fn next_iteration(&self, open: usize, stats: &mut BabStats) -> Option<BabOutcome> {
+        if self.deadline.is_some_and(|d| Instant::now() > d) {
+            return Some(BabOutcome::Timeout);
+        }
+        if open > self.cfg.max_open {
+            return Some(BabOutcome::Unknown);
+        }
+        stats.max_open = stats.max_open.max(open);
+        stats.iterations += 1;
+        None
+    }
+}
+
+/// The spec row of `owner[r]`'s constraint, added into `a` (the objective of a CROWN pass).
+fn fill_row(region: &Region, owner: &[(usize, usize, usize)], r: usize, a: &mut [f64]) {
+    let (_, k, ci) = owner[r];
+    for &(j, v) in &region.disjuncts[k][ci].coeffs {
+        a[j] += v;
     }
 }
 

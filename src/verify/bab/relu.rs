@@ -61,14 +61,9 @@ pub(super) fn relu_split(
     }];
     let mut attack_round = 0u64;
     while !stack.is_empty() {
-        if deadline.is_some_and(|d| Instant::now() > d) {
-            return (BabOutcome::Timeout, stats);
+        if let Some(stop) = s.next_iteration(stack.len(), &mut stats) {
+            return (stop, stats);
         }
-        if stack.len() > cfg.max_open {
-            return (BabOutcome::Unknown, stats);
-        }
-        stats.max_open = stats.max_open.max(stack.len());
-        stats.iterations += 1;
         // Every few iterations, attack again with a fresh seed.
         if stats.iterations % 8 == 0 {
             if let Some(acfg) = &opts.attack {
