@@ -228,6 +228,9 @@ pub fn build(models: &[ModelReport], prov: &Provenance) -> Compliance {
                 )),
                 _ => {}
             }
+            // One robustness check per radius states the same clean accuracy: say it once.
+            let mut seen = std::collections::HashSet::new();
+            fs.retain(|f| seen.insert(f.clone()));
             ComplianceItem {
                 framework: cl.framework.into(),
                 clause: cl.clause.into(),
