@@ -102,6 +102,23 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+        // What users run: the `bounds` command end to end (load, simplify, hash, parse the
+        // spec, bound every output from above and below on every region), minus process
+        // start-up and printing.
+        let args = ferrocert::commands::BoundsArgs {
+            model: model.clone(),
+            spec: spec_path.clone(),
+            method: Method::Crown,
+            json: true,
+            no_ibp_intersection: false,
+            alpha_iterations: 20,
+            fp_mode: ferrocert::commands::FpModeArg::Deployed,
+        };
+        g.bench_function("command_crown", |b| {
+            b.iter(|| {
+                black_box(ferrocert::commands::bounds(&args, &mut std::io::sink()).expect("bounds"))
+            })
+        });
         g.finish();
     }
 }
