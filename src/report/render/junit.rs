@@ -47,6 +47,19 @@ pub fn render(r: &Report, timings: Option<&Timings>) -> String {
             .and_then(|mc| mc.gate.clone())
             .unwrap_or_default();
         let mut ts = TestSuite::new(m.name.as_str());
+        // Where the results come from, as CI systems show suite properties.
+        let p = &r.provenance;
+        for (k, v) in [
+            ("ferrocert.version", p.tool_version.clone()),
+            ("ferrocert.git_commit", p.git_commit.clone()),
+            ("ferrocert.fp_mode", p.fp_mode.clone()),
+            ("ferrocert.seed", p.seed.to_string()),
+            ("ferrocert.gemm_kernel", p.gemm_kernel.clone()),
+            ("model.sha256", m.model.sha256.clone()),
+            ("config.sha256", r.config.sha256.clone()),
+        ] {
+            ts.add_property(quick_junit::Property::new(k, v));
+        }
         let times = timings.and_then(|t| t.models.get(mi));
         for c in &m.checks {
             let mut status = match c.outcome {

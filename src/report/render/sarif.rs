@@ -122,9 +122,17 @@ pub fn render(r: &Report) -> String {
         .iter()
         .flat_map(|m| m.checks.iter().map(move |c| result(m, c)))
         .collect();
+    // The report's provenance (commit, seed, kernels, every input's hash) travels with the
+    // alerts, so a code-scanning view can trace each one to what was checked.
+    let mut props = BTreeMap::new();
+    props.insert(
+        "ferrocert_provenance".to_string(),
+        serde_json::to_value(&r.provenance).unwrap_or_default(),
+    );
     let run = Run::builder()
         .tool(Tool::builder().driver(driver).build())
         .results(results)
+        .properties(PropertyBag::builder().additional_properties(props).build())
         .build();
     let doc = Sarif::builder()
         .schema(SCHEMA_URI)
