@@ -435,3 +435,64 @@ specs = {{ files = ["{}", "{}"], timeout = 60 }}
     assert!(out.contains("DISAGREES: proof of acas/spec:"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bad_evidence_input_is_a_clear_error_with_exit_2() {
+    let w = workspace("bad");
+    std::fs::write(w.join("bad.key"), "not a key\n").expect("write");
+    std::fs::create_dir_all(w.join("empty")).expect("mkdir");
+    std::fs::write(w.join("empty/report.json"), "{").expect("write");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "certify",
+                "--config",
+                "ferrocert.toml",
+                "--sign",
+                "bad.key",
+                "--out",
+                "o1",
+            ],
+            "not a usable minisign secret key",
+        ),
+        (
+            vec![
+                "certify",
+                "--config",
+                "ferrocert.toml",
+                "--sign",
+                "nope.key",
+                "--out",
+                "o2",
+            ],
+            "no such key file",
+        ),
+        (
+            vec![
+                "certify",
+                "--config",
+                "ferrocert.toml",
+                "--shard",
+                "abc",
+                "--out",
+                "o3",
+            ],
+            "expected K/N",
+        ),
+        (vec!["replay", "empty"], "EOF while parsing"),
+        (
+            vec!["replay", "empty", "--pubkey", "nope.pub"],
+            "no such file",
+        ),
+        (vec!["replay", "empty", "--sample", "0"], "at least 1"),
+        (vec!["merge", "empty", "--out", "o4"], "shard.json"),
+    ];
+    for (args, needle) in cases {
+        let (code, out, err) = run(bin().args(&args).current_dir(&w));
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // A bad key is refused before any analysis runs: no report was written.
+    assert!(!w.join("o1").exists() && !w.join("o2").exists());
+    let _ = std::fs::remove_dir_all(&w);
+}

@@ -51,29 +51,43 @@ pub fn manifest(dir: &Path, files: &[String]) -> Result<String, SignError> {
     Ok(s)
 }
 
-/// Write the manifest of `files` into `dir` and sign it with the minisign secret key at
-/// `key` (unencrypted, or encrypted with the password in `FERROCERT_KEY_PASSWORD`); writes
-/// the signature and the signer's public key beside it.
-pub fn sign_dir(dir: &Path, files: &[String], key: &Path) -> Result<(), SignError> {
-    let text = std::fs::read_to_string(key).map_err(|e| io(key, e))?;
-    let bad = |m: String| SignError::Key {
-        path: key.display().to_string(),
-        message: m,
-    };
-    let sk_box = minisign::SecretKeyBox::from_string(&text).map_err(|e| bad(e.to_string()))?;
-    let sk = match std::env::var(PASSWORD_ENV) {
-        Ok(pw) => sk_box.into_secret_key(Some(pw)),
-        Err(_) => sk_box.into_unencrypted_secret_key(),
+/// A minisign secret key, loaded and checked before any work is done.
+pub struct SigningKey {
+    sk: minisign::SecretKey,
+    pk: minisign::PublicKey,
+}
+
+impl SigningKey {
+    /// Read the minisign secret key at `key` (unencrypted, or encrypted with the password in
+    /// `FERROCERT_KEY_PASSWORD`).
+    pub fn load(key: &Path) -> Result<Self, SignError> {
+        let text = std::fs::read_to_string(key).map_err(|e| io(key, e))?;
+        let bad = |m: String| SignError::Key {
+            path: key.display().to_string(),
+            message: m,
+        };
+        let sk_box = minisign::SecretKeyBox::from_string(&text).map_err(|e| bad(e.to_string()))?;
+        let sk = match std::env::var(PASSWORD_ENV) {
+            Ok(pw) => sk_box.into_secret_key(Some(pw)),
+            Err(_) => sk_box.into_unencrypted_secret_key(),
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        let pk = minisign::PublicKey::from_secret_key(&sk).map_err(|e| bad(e.to_string()))?;
+        Ok(SigningKey { sk, pk })
     }
-    .map_err(|e| bad(e.to_string()))?;
-    let pk = minisign::PublicKey::from_secret_key(&sk).map_err(|e| bad(e.to_string()))?;
+}
+
+/// Write the manifest of `files` into `dir` and sign it with `key`; writes the signature and
+/// the signer's public key beside it.
+pub fn sign_dir(dir: &Path, files: &[String], key: &SigningKey) -> Result<(), SignError> {
+    let (sk, pk) = (&key.sk, &key.pk);
     let m = manifest(dir, files)?;
     let mp = dir.join(MANIFEST);
     std::fs::write(&mp, &m).map_err(|e| io(&mp, e))?;
     let comment = format!("ferrocert {} report manifest", crate::report::TOOL_VERSION);
     let sig = minisign::sign(
-        Some(&pk),
-        &sk,
+        Some(pk),
+        sk,
         Cursor::new(m.as_bytes()),
         Some(&comment),
         None,

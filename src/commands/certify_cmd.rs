@@ -89,6 +89,27 @@ pub fn summary(r: &Report, out_dir: &Path) -> String {
     s
 }
 
+/// The `--sign` key, loaded before any analysis so a bad key fails at once.
+fn signing_key(path: Option<&Path>) -> Result<Option<sign::SigningKey>, Error> {
+    path.map(|k| {
+        if !k.is_file() {
+            return Err(Error::Usage(format!(
+                "--sign {}: no such key file (make one with `ferrocert keygen`)",
+                k.display()
+            )));
+        }
+        sign::SigningKey::load(k).map_err(|e| Error::Usage(e.to_string()))
+    })
+    .transpose()
+}
+
+/// Sign the report files of `dir` when a key was given.
+fn sign_reports(dir: &Path, key: Option<&sign::SigningKey>) -> Result<(), Error> {
+    let Some(key) = key else { return Ok(()) };
+    let files: Vec<String> = render::FILES.iter().map(|s| s.to_string()).collect();
+    sign::sign_dir(dir, &files, key).map_err(|e| Error::Io(e.to_string()))
+}
+
 /// Run `certify`.
 pub fn certify(a: &CertifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
     if a.jobs == Some(0) {
@@ -103,14 +124,7 @@ pub fn certify(a: &CertifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
             "no --config given and {DEFAULT_CONFIG} not found (run from the project root, or pass --config FILE)"
         )));
     }
-    if let Some(k) = &a.sign
-        && !k.is_file()
-    {
-        return Err(Error::Usage(format!(
-            "--sign {}: no such key file (make one with `ferrocert keygen`)",
-            k.display()
-        )));
-    }
+    let key = signing_key(a.sign.as_deref())?;
     let loaded = config::load(&path)?;
     let shard = a
         .shard
@@ -131,10 +145,7 @@ pub fn certify(a: &CertifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
         let text = serde_json::to_string_pretty(info).map_err(|e| Error::Io(e.to_string()))?;
         std::fs::write(&p, text + "\n").map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
     }
-    if let Some(key) = &a.sign {
-        let files: Vec<String> = render::FILES.iter().map(|s| s.to_string()).collect();
-        sign::sign_dir(&a.out, &files, key).map_err(|e| Error::Io(e.to_string()))?;
-    }
+    sign_reports(&a.out, key.as_ref())?;
     eprintln!(
         "certified {} models in {:.2} s ({jobs} threads; {})",
         report.models.len(),
@@ -190,6 +201,14 @@ pub fn replay_cmd(a: &ReplayArgs, out: &mut dyn Write) -> Result<i32, Error> {
     }
     if a.sample == Some(0) {
         return Err(Error::Usage("--sample must be at least 1".into()));
+    }
+    if let Some(k) = &a.pubkey
+        && !k.is_file()
+    {
+        return Err(Error::Usage(format!(
+            "--pubkey {}: no such file",
+            k.display()
+        )));
     }
     let seed = match a.seed {
         Some(s) => s,
@@ -305,15 +324,13 @@ pub struct MergeArgs {
 
 /// Run `merge`.
 pub fn merge(a: &MergeArgs, out: &mut dyn Write) -> Result<i32, Error> {
+    let key = signing_key(a.sign.as_deref())?;
     let dirs: Vec<&Path> = a.dirs.iter().map(PathBuf::as_path).collect();
     let jobs = rayon::current_num_threads().max(1);
     let (report, timings) = shard::merge(&dirs, jobs).map_err(|e| Error::Io(e.to_string()))?;
     render::write_all(&a.out, &report, &timings)
         .map_err(|e| Error::Io(format!("{}: {e}", a.out.display())))?;
-    if let Some(key) = &a.sign {
-        let files: Vec<String> = render::FILES.iter().map(|s| s.to_string()).collect();
-        sign::sign_dir(&a.out, &files, key).map_err(|e| Error::Io(e.to_string()))?;
-    }
+    sign_reports(&a.out, key.as_ref())?;
     out.write_all(summary(&report, &a.out).as_bytes())
         .map_err(|e| Error::Io(format!("stdout: {e}")))?;
     Ok(if report.verdict == Outcome::Pass {
