@@ -7,7 +7,7 @@
 pub mod grad;
 pub mod kernels;
 
-use crate::ir::{Graph, Node, Op, Param};
+use crate::ir::{Graph, Node, Param};
 use crate::ops::{At, Family, Func};
 use crate::with_family;
 use rayon::prelude::*;
@@ -182,8 +182,22 @@ fn run_graph<T: Scalar>(
     let mut vals: Vec<Option<Vec<T>>> = vec![None; g.values.len()];
     vals[g.input] = Some(input.to_vec());
     for (i, node) in g.nodes.iter().enumerate() {
-        let y = if !keep_all && matches!(node.op, Op::Reshape) && last[node.inputs[0]] == i {
-            vals[node.inputs[0]].take().unwrap_or_default()
+        // At its input's last use, an elementwise node (or a view) works in that buffer.
+        let reuse = !keep_all
+            && node.inputs.len() == 1
+            && last[node.inputs[0]] == i
+            && node.inputs[0] != g.output;
+        let mut taken = None;
+        if reuse && let Some(mut buf) = vals[node.inputs[0]].take() {
+            let at = At { g, node, batch };
+            if with_family!(&node.op, f => f.eval_in_place(&at, &mut buf)) {
+                taken = Some(buf);
+            } else {
+                vals[node.inputs[0]] = Some(buf);
+            }
+        }
+        let y = if let Some(buf) = taken {
+            buf
         } else {
             let ins: Vec<&[T]> = node
                 .inputs

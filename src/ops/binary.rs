@@ -39,6 +39,10 @@ impl Family for Binary {
         y
     }
 
+    fn eval_in_place<T: Scalar>(&self, _at: &At, _x: &mut [T]) -> bool {
+        false
+    }
+
     fn vjp<T: Scalar>(&self, at: &At, ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {
         let (na, nb, out_n, batch) = (at.in_n(0), at.in_n(1), at.out_n(), at.batch);
         let (xa, xb) = (ins[0], ins[1]);

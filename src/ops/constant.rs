@@ -24,6 +24,10 @@ impl Family for Constant<'_> {
         y
     }
 
+    fn eval_in_place<T: Scalar>(&self, _at: &At, _x: &mut [T]) -> bool {
+        false
+    }
+
     fn vjp<T: Scalar>(&self, _at: &At, _ins: &[&[T]], _go: Vec<T>) -> Vec<Option<Vec<T>>> {
         vec![]
     }

@@ -870,6 +870,11 @@ impl super::Family for Func {
         x.iter().map(|&v| T::apply(self, v)).collect()
     }
 
+    fn eval_in_place<T: crate::eval::Scalar>(&self, _at: &super::At, x: &mut [T]) -> bool {
+        x.iter_mut().for_each(|v| *v = T::apply(self, *v));
+        true
+    }
+
     fn vjp<T: crate::eval::Scalar>(
         &self,
         _at: &super::At,

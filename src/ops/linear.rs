@@ -27,6 +27,10 @@ impl Family for Linear {
         )
     }
 
+    fn eval_in_place<T: Scalar>(&self, _at: &At, _x: &mut [T]) -> bool {
+        false
+    }
+
     fn vjp<T: Scalar>(&self, at: &At, _ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {
         vec![Some(kernels::linear_t(
             self,
@@ -165,6 +169,10 @@ impl Family for Conv {
             x,
             at.batch,
         )
+    }
+
+    fn eval_in_place<T: Scalar>(&self, _at: &At, _x: &mut [T]) -> bool {
+        false
     }
 
     fn vjp<T: Scalar>(&self, at: &At, _ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {

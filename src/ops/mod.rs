@@ -137,6 +137,11 @@ pub trait Family {
     /// f64 for constant folding and the relaxed passes).
     fn eval<T: Scalar>(&self, at: &At, ins: &[&[T]]) -> Vec<T>;
 
+    /// Evaluate over the buffer of the single input when the family is elementwise over it
+    /// (the same arithmetic as [`Family::eval`], so the same bits); `false` when it is not,
+    /// and the buffer is untouched. Lets the evaluator reuse a buffer at its last use.
+    fn eval_in_place<T: Scalar>(&self, at: &At, x: &mut [T]) -> bool;
+
     /// Gradients of the inputs from the output gradient `go` (`[batch, out_n]`), given the
     /// forward values of the inputs; `None` for an input that receives none.
     fn vjp<T: Scalar>(&self, at: &At, ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>>;

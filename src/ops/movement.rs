@@ -22,6 +22,11 @@ impl Family for Reshape {
         ins.first().copied().unwrap_or(&[]).to_vec()
     }
 
+    fn eval_in_place<T: Scalar>(&self, _at: &At, _x: &mut [T]) -> bool {
+        // A view: the buffer already holds the output.
+        true
+    }
+
     fn vjp<T: Scalar>(&self, _at: &At, _ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {
         vec![Some(go)]
     }
@@ -63,6 +68,10 @@ impl Family for Select {
         let sizes = at.in_sizes();
         let src = kernels::select_sources(&self.map, &sizes);
         kernels::select(&src, T::from_f64(self.fill), ins, &sizes, at.batch)
+    }
+
+    fn eval_in_place<T: Scalar>(&self, _at: &At, _x: &mut [T]) -> bool {
+        false
     }
 
     fn vjp<T: Scalar>(&self, at: &At, _ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {

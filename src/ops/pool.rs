@@ -76,6 +76,10 @@ impl Family for MaxPool<'_> {
         kernels::max_pool(self.0, x, at.batch)
     }
 
+    fn eval_in_place<T: Scalar>(&self, _at: &At, _x: &mut [T]) -> bool {
+        false
+    }
+
     fn vjp<T: Scalar>(&self, at: &At, ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {
         let p = self.0;
         let x = ins.first().copied().unwrap_or(&[]);
@@ -214,6 +218,10 @@ impl Family for AveragePool<'_> {
     fn eval<T: Scalar>(&self, at: &At, ins: &[&[T]]) -> Vec<T> {
         let x = ins.first().copied().unwrap_or(&[]);
         kernels::avg_pool(self.0, x, at.batch)
+    }
+
+    fn eval_in_place<T: Scalar>(&self, _at: &At, _x: &mut [T]) -> bool {
+        false
     }
 
     fn vjp<T: Scalar>(&self, at: &At, _ins: &[&[T]], go: Vec<T>) -> Vec<Option<Vec<T>>> {

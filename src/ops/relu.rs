@@ -52,6 +52,20 @@ impl Family for ReluLike {
         }
     }
 
+    fn eval_in_place<T: Scalar>(&self, _at: &At, x: &mut [T]) -> bool {
+        if self.relu {
+            x.iter_mut().for_each(|v| *v = v.max(T::ZERO));
+        } else {
+            let a = T::from_f64(self.leak);
+            x.iter_mut().for_each(|v| {
+                if *v < T::ZERO {
+                    *v = *v * a;
+                }
+            });
+        }
+        true
+    }
+
     fn vjp<T: Scalar>(&self, _at: &At, ins: &[&[T]], mut go: Vec<T>) -> Vec<Option<Vec<T>>> {
         let x = ins.first().copied().unwrap_or(&[]);
         let leak = if self.relu {
