@@ -1343,31 +1343,47 @@ impl Builder<'_> {
         Ok(Val::Var(y))
     }
 
-    fn conv(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {
+    /// What Conv and ConvTranspose share: the data, the constant weights and optional
+    /// constant bias, the data's shape and its spatial rank (1 or 2), checked against the
+    /// weights' rank.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn conv_operands(
+        &self,
+        ctx: &Ctx,
+        ins: &[Option<Val>],
+    ) -> Result<(Val, Rc<ConstT>, Option<Rc<ConstT>>, Vec<usize>, usize), ImportError> {
+        let op = &ctx.node.op_type;
         let x = req(ctx, ins, 0)?.clone();
         let Val::Const(w) = req(ctx, ins, 1)?.clone() else {
-            return Err(ctx.unsupported("Conv with non-constant weights"));
+            return Err(ctx.unsupported(format!("{op} with non-constant weights")));
         };
         let bias = match ins.get(2).cloned().flatten() {
             None => None,
             Some(Val::Const(b)) => Some(b),
-            Some(Val::Var(_)) => return Err(ctx.unsupported("Conv with a non-constant bias")),
+            Some(Val::Var(_)) => {
+                return Err(ctx.unsupported(format!("{op} with a non-constant bias")));
+            }
         };
         let xs = self.shape(&x);
-        let xv = self.var(ctx, &x)?;
         let spatial = xs
             .len()
             .checked_sub(2)
             .filter(|&s| s == 1 || s == 2)
             .ok_or_else(|| {
                 ctx.unsupported(format!(
-                    "Conv on input of rank {} (only 1-D and 2-D convolutions)",
+                    "{op} on input of rank {} (only 1-D and 2-D)",
                     xs.len()
                 ))
             })?;
         if w.shape.len() != xs.len() {
             return Err(ctx.shape_err(format!("weight {:?} does not match input {xs:?}", w.shape)));
         }
+        Ok((x, w, bias, xs, spatial))
+    }
+
+    fn conv(&mut self, ctx: &Ctx, ins: &[Option<Val>]) -> Result<Val, ImportError> {
+        let (x, w, bias, xs, spatial) = self.conv_operands(ctx, ins)?;
+        let xv = self.var(ctx, &x)?;
         let group = ctx.int("group", 1);
         if group < 1 {
             return Err(ctx.attr_err(format!("group {group}")));

@@ -621,31 +621,7 @@ impl Builder<'_> {
         ctx: &Ctx,
         ins: &[Option<Val>],
     ) -> Result<Val, ImportError> {
-        let x = req(ctx, ins, 0)?.clone();
-        let Val::Const(w) = req(ctx, ins, 1)?.clone() else {
-            return Err(ctx.unsupported("ConvTranspose with non-constant weights"));
-        };
-        let bias = match ins.get(2).cloned().flatten() {
-            None => None,
-            Some(Val::Const(b)) => Some(b),
-            Some(Val::Var(_)) => {
-                return Err(ctx.unsupported("ConvTranspose with a non-constant bias"));
-            }
-        };
-        let xs = self.shape(&x);
-        let spatial = xs
-            .len()
-            .checked_sub(2)
-            .filter(|&s| s == 1 || s == 2)
-            .ok_or_else(|| {
-                ctx.unsupported(format!(
-                    "ConvTranspose on input of rank {} (only 1-D and 2-D)",
-                    xs.len()
-                ))
-            })?;
-        if w.shape.len() != xs.len() {
-            return Err(ctx.shape_err(format!("weight {:?} does not match input {xs:?}", w.shape)));
-        }
+        let (x, w, bias, xs, spatial) = self.conv_operands(ctx, ins)?;
         let group = ctx.int("group", 1);
         if group < 1 || group as usize > xs[1].max(1) {
             return Err(ctx.attr_err(format!("group {group}")));
