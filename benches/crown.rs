@@ -69,6 +69,8 @@ fn cases() -> Vec<(&'static str, PathBuf, PathBuf, usize)> {
 }
 
 fn bench(c: &mut Criterion) {
+    // The allocator tuned as the binary tunes it, so the figures match the command users run.
+    ferrocert::alloc::tune();
     for (name, model, spec_path, samples) in cases() {
         let net = Network::load(&model).expect("model");
         let sp = spec::parse_file(&spec_path).expect("spec");
