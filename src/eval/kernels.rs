@@ -191,30 +191,171 @@ pub fn linear_t<T: Scalar>(l: &Linear, w: &[T], go: &[T], batch: usize) -> Vec<T
 }
 
 /// Bytes of column scratch per chunk of the transposed convolution.
-const COL_BUDGET: usize = 64 << 20;
+const COL_BUDGET: usize = 512 << 10;
 
-/// Transposed convolution: one GEMM per group (`cols = W_g^T G_g`), then the adjoint of
-/// im2col scatters the columns back onto the input positions.
+/// The adjoint of [`conv`] (no bias): `go` holds `batch` output gradients (or coefficient
+/// maps), the result the matching input maps.
+///
+/// An image whose nonzero entries (over all channels) fit in a rectangle of at most half its
+/// positions is multiplied on that rectangle alone: CROWN's intermediate-bound rows start
+/// one-hot and stay spatially local for several layers. Every entry of the result is then the
+/// same sum of products with only zero terms left out, so the error bound of a sum of at most
+/// that many terms (which the bound engines charge) holds for either path.
 pub fn conv_t<T: Scalar>(c: &Conv, w: &[T], go: &[T], batch: usize) -> Vec<T> {
     let wn = &c.win;
     let images = batch * wn.n;
+    let ohw = wn.oh * wn.ow;
+    let in_img = wn.c * wn.h * wn.w;
+    let out_img = c.m * ohw;
+    let mut gi = vec![T::ZERO; images * in_img];
+    let mut dense = Vec::with_capacity(images);
+    let mut scratch = (Vec::new(), Vec::new());
+    for img in 0..images {
+        let g = &go[img * out_img..(img + 1) * out_img];
+        match support_rect(g, c.m, wn.oh, wn.ow) {
+            None => {}
+            Some(r) if 2 * r.area() <= ohw => conv_t_rect(
+                c,
+                w,
+                g,
+                r,
+                &mut gi[img * in_img..(img + 1) * in_img],
+                &mut scratch,
+            ),
+            Some(_) => dense.push(img),
+        }
+    }
+    conv_t_dense(c, w, go, &dense, &mut gi);
+    gi
+}
+
+/// Output rows `y0..y1` and columns `x0..x1` of a map's support.
+#[derive(Clone, Copy, Debug)]
+struct Rect {
+    y0: usize,
+    y1: usize,
+    x0: usize,
+    x1: usize,
+}
+
+impl Rect {
+    fn area(&self) -> usize {
+        (self.y1 - self.y0) * (self.x1 - self.x0)
+    }
+}
+
+/// The smallest rectangle of positions holding every nonzero of `g` (`m` channels of
+/// `oh x ow`); `None` when `g` is all zero.
+fn support_rect<T: Scalar>(g: &[T], m: usize, oh: usize, ow: usize) -> Option<Rect> {
+    let (mut y0, mut y1, mut x0, mut x1) = (usize::MAX, 0, usize::MAX, 0);
+    for plane in g.chunks_exact(oh * ow).take(m) {
+        for (oy, row) in plane.chunks_exact(ow).enumerate() {
+            let Some(first) = row.iter().position(|&v| v != T::ZERO) else {
+                continue;
+            };
+            let last = row.iter().rposition(|&v| v != T::ZERO).unwrap_or(first);
+            y0 = y0.min(oy);
+            y1 = y1.max(oy + 1);
+            x0 = x0.min(first);
+            x1 = x1.max(last + 1);
+        }
+    }
+    (y0 < y1).then_some(Rect { y0, y1, x0, x1 })
+}
+
+/// [`conv_t`] of one image whose support lies in `r`: one GEMM per group on the rectangle's
+/// columns, then their taps added onto `gi` (one image's input map). `scratch` holds the
+/// gathered coefficients and the columns between calls.
+fn conv_t_rect<T: Scalar>(
+    c: &Conv,
+    w: &[T],
+    g: &[T],
+    r: Rect,
+    gi: &mut [T],
+    (at, cols): &mut (Vec<T>, Vec<T>),
+) {
+    let wn = &c.win;
+    let (cg, mg) = (wn.c / c.group, c.m / c.group);
+    let ckk = cg * wn.kh * wn.kw;
+    let ohw = wn.oh * wn.ow;
+    let rw = r.x1 - r.x0;
+    let npos = r.area();
+    at.resize(mg * npos, T::ZERO);
+    cols.resize(ckk * npos, T::ZERO);
+    for grp in 0..c.group {
+        for mm in 0..mg {
+            let plane = &g[(grp * mg + mm) * ohw..][..ohw];
+            for oy in r.y0..r.y1 {
+                let dst = &mut at[mm * npos + (oy - r.y0) * rw..][..rw];
+                dst.copy_from_slice(&plane[oy * wn.ow + r.x0..oy * wn.ow + r.x1]);
+            }
+        }
+        gemm(
+            ckk,
+            mg,
+            npos,
+            &w[grp * mg * ckk..(grp + 1) * mg * ckk],
+            (1, ckk),
+            &at[..mg * npos],
+            (npos, 1),
+            &mut cols[..ckk * npos],
+            (npos, 1),
+            false,
+        );
+        for ci in 0..cg {
+            let plane = &mut gi[(grp * cg + ci) * wn.h * wn.w..][..wn.h * wn.w];
+            for ka in 0..wn.kh {
+                for kb in 0..wn.kw {
+                    let row = (ci * wn.kh + ka) * wn.kw + kb;
+                    let src_row = &cols[row * npos..(row + 1) * npos];
+                    let Some((t0, t1)) = tap_range(ox_params(wn, kb)) else {
+                        continue;
+                    };
+                    let (ox0, ox1) = (t0.max(r.x0), t1.min(r.x1));
+                    if ox0 >= ox1 {
+                        continue;
+                    }
+                    // In range: ox0 >= t0, whose tap is >= 0.
+                    let ix0 = ox0 * wn.sw + kb * wn.dw - wn.pw;
+                    for oy in r.y0..r.y1 {
+                        let iy = (oy * wn.sh + ka * wn.dh) as isize - wn.ph as isize;
+                        if iy < 0 || iy >= wn.h as isize {
+                            continue;
+                        }
+                        let s = &src_row[(oy - r.y0) * rw + ox0 - r.x0..][..ox1 - ox0];
+                        let out = &mut plane[iy as usize * wn.w + ix0..];
+                        for (d, &v) in out.iter_mut().step_by(wn.sw).zip(s) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`conv_t`] of the images `imgs` by the dense path: per group and chunk one GEMM of the
+/// transposed weights with the gathered maps, then the columns added back (column-to-image).
+fn conv_t_dense<T: Scalar>(c: &Conv, w: &[T], go: &[T], imgs: &[usize], gi: &mut [T]) {
+    let wn = &c.win;
     let (cg, mg) = (wn.c / c.group, c.m / c.group);
     let ckk = cg * wn.kh * wn.kw;
     let ohw = wn.oh * wn.ow;
     let in_img = wn.c * wn.h * wn.w;
     let out_img = c.m * ohw;
-    let mut gi = vec![T::ZERO; images * in_img];
+    if imgs.is_empty() {
+        return;
+    }
     let per_image = ((ckk + mg) * ohw).max(1) * std::mem::size_of::<T>();
-    let chunk = (COL_BUDGET / per_image).clamp(1, images.max(1));
+    let chunk = (COL_BUDGET / per_image).clamp(1, imgs.len());
     let mut at = vec![T::ZERO; mg * ohw * chunk];
     let mut cols = vec![T::ZERO; ckk * ohw * chunk];
-    for start in (0..images).step_by(chunk) {
-        let nimg = chunk.min(images - start);
-        let ncol = nimg * ohw;
+    for part in imgs.chunks(chunk) {
+        let ncol = part.len() * ohw;
         for grp in 0..c.group {
             for mm in 0..mg {
-                for i in 0..nimg {
-                    let src = &go[(start + i) * out_img + (grp * mg + mm) * ohw..][..ohw];
+                for (i, &img) in part.iter().enumerate() {
+                    let src = &go[img * out_img + (grp * mg + mm) * ohw..][..ohw];
                     at[mm * ncol + i * ohw..mm * ncol + (i + 1) * ohw].copy_from_slice(src);
                 }
             }
@@ -230,19 +371,9 @@ pub fn conv_t<T: Scalar>(c: &Conv, w: &[T], go: &[T], batch: usize) -> Vec<T> {
                 (ncol, 1),
                 false,
             );
-            col2im_add(
-                wn,
-                &cols[..ckk * ncol],
-                start,
-                nimg,
-                grp * cg,
-                cg,
-                in_img,
-                &mut gi,
-            );
+            col2im_add(wn, &cols[..ckk * ncol], part, grp * cg, cg, in_img, gi);
         }
     }
-    gi
 }
 
 /// Bytes of im2col scratch per chunk; bounds memory for large batches of small images.
@@ -358,18 +489,17 @@ fn im2col<T: Scalar>(
 
 /// Adjoint of im2col: add every column entry back onto the input position it was read from.
 #[allow(clippy::too_many_arguments)]
-pub fn col2im_add<T: Scalar>(
+fn col2im_add<T: Scalar>(
     wn: &Window,
     cols: &[T],
-    first: usize,
-    nimg: usize,
+    imgs: &[usize],
     c0: usize,
     cg: usize,
     in_img: usize,
     out: &mut [T],
 ) {
     let ohw = wn.oh * wn.ow;
-    let ncol = nimg * ohw;
+    let ncol = imgs.len() * ohw;
     for ci in 0..cg {
         for ka in 0..wn.kh {
             for kb in 0..wn.kw {
@@ -379,8 +509,8 @@ pub fn col2im_add<T: Scalar>(
                     continue;
                 };
                 let off = (ox0 * wn.sw + kb * wn.dw) as isize - wn.pw as isize;
-                for i in 0..nimg {
-                    let base = (first + i) * in_img + (c0 + ci) * wn.h * wn.w;
+                for (i, &img) in imgs.iter().enumerate() {
+                    let base = img * in_img + (c0 + ci) * wn.h * wn.w;
                     let src = &src_row[i * ohw..(i + 1) * ohw];
                     for oy in 0..wn.oh {
                         let iy = (oy * wn.sh + ka * wn.dh) as isize - wn.ph as isize;
@@ -550,5 +680,134 @@ pub fn bcast<T: Copy>(x: &[T], map: Option<&[usize]>, per_sample: usize, b: usiz
     match map {
         Some(m) => x[b * per_sample + m[i]],
         None => x[b * per_sample + i],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{FpModel, Param};
+
+    /// The adjoint of a convolution by its definition, tap by tap.
+    fn naive_conv_t(c: &Conv, go: &[f64], images: usize) -> Vec<f64> {
+        let wn = &c.win;
+        let (cg, mg) = (wn.c / c.group, c.m / c.group);
+        let mut gi = vec![0.0; images * wn.c * wn.h * wn.w];
+        for img in 0..images {
+            for m in 0..c.m {
+                for oy in 0..wn.oh {
+                    for ox in 0..wn.ow {
+                        let g = go[((img * c.m + m) * wn.oh + oy) * wn.ow + ox];
+                        for ci in 0..cg {
+                            for a in 0..wn.kh {
+                                for b in 0..wn.kw {
+                                    let iy = (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
+                                    let ix = (ox * wn.sw + b * wn.dw) as isize - wn.pw as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= wn.h as isize
+                                        || ix >= wn.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let ch = (m / mg) * cg + ci;
+                                    let w = c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
+                                    gi[((img * wn.c + ch) * wn.h + iy as usize) * wn.w
+                                        + ix as usize] += g * w;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        gi
+    }
+
+    /// A deterministic pseudo-random stream in [-1, 1).
+    fn stream(seed: u64) -> impl FnMut() -> f64 {
+        let mut s = seed;
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        }
+    }
+
+    #[test]
+    fn conv_t_local_and_dense_paths_match_the_definition() {
+        let mut rnd = stream(7);
+        // (c, h, w, m, group, kh, kw, stride, pad, dilation)
+        for &(ch, h, w, m, group, kh, kw, s, p, d) in &[
+            (3, 9, 8, 4, 1, 3, 3, 1, 1, 1),
+            (4, 10, 10, 6, 2, 4, 4, 2, 1, 1),
+            (2, 7, 9, 3, 1, 3, 2, 2, 0, 2),
+            (3, 6, 6, 3, 3, 1, 1, 1, 0, 1),
+        ] {
+            let oh = (h + 2 * p - d * (kh - 1) - 1) / s + 1;
+            let ow = (w + 2 * p - d * (kw - 1) - 1) / s + 1;
+            let wdata: Vec<f64> = (0..m * (ch / group) * kh * kw).map(|_| rnd()).collect();
+            let conv = Conv {
+                weight_abs: wdata.iter().map(|v| v.abs()).collect(),
+                weight: Param::from_f64(vec![m, ch / group, kh, kw], wdata),
+                bias: None,
+                win: Window {
+                    n: 1,
+                    c: ch,
+                    h,
+                    w,
+                    oh,
+                    ow,
+                    kh,
+                    kw,
+                    sh: s,
+                    sw: s,
+                    ph: p,
+                    pw: p,
+                    dh: d,
+                    dw: d,
+                },
+                m,
+                group,
+                fp: FpModel::default(),
+            };
+            let out_img = m * oh * ow;
+            // Images: all zero, one-hot (each corner and the middle), a small patch, dense.
+            let mut go = vec![0.0; out_img];
+            for &(y, x) in &[(0, 0), (oh - 1, ow - 1), (oh / 2, ow / 2), (0, ow - 1)] {
+                let mut g = vec![0.0; out_img];
+                g[((m - 1) * oh + y) * ow + x] = rnd();
+                go.extend(g);
+            }
+            let mut g = vec![0.0; out_img];
+            for mm in 0..m {
+                for y in oh / 3..(oh / 3 + 2).min(oh) {
+                    for x in 1..3.min(ow) {
+                        g[(mm * oh + y) * ow + x] = rnd();
+                    }
+                }
+            }
+            go.extend(g);
+            go.extend((0..out_img).map(|_| rnd()));
+            let images = go.len() / out_img;
+            let got = conv_t(&conv, &conv.weight.f64, &go, images);
+            let want = naive_conv_t(&conv, &go, images);
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-12,
+                    "conv {ch}x{h}x{w} k{kh}x{kw} s{s}: {i}: {a} vs {b}"
+                );
+            }
+            // The one-hot and patch images take the local path, the dense one the other.
+            let area = |k: usize| {
+                support_rect(&go[k * out_img..(k + 1) * out_img], m, oh, ow).map(|r| r.area())
+            };
+            assert_eq!(area(0), None);
+            assert_eq!(area(1), Some(1));
+            assert!(2 * area(5).unwrap_or(usize::MAX) <= oh * ow);
+            assert_eq!(area(6), Some(oh * ow));
+        }
     }
 }

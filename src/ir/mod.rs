@@ -290,6 +290,12 @@ impl Op {
     pub fn is_activation(&self) -> bool {
         matches!(self, Op::Relu | Op::LeakyRelu { .. } | Op::Elementwise(_))
     }
+
+    /// Whether the node is an affine map with constant parameters (Gemm/MatMul, Conv,
+    /// elementwise scale and shift): on a box its interval image is exact up to rounding.
+    pub fn is_affine(&self) -> bool {
+        matches!(self, Op::Linear(_) | Op::Conv(_) | Op::Affine(_))
+    }
 }
 
 /// A named edge with its static per-sample shape.
