@@ -376,6 +376,91 @@ fn conv_t_dense<T: Scalar>(c: &Conv, w: &[T], go: &[T], imgs: &[usize], gi: &mut
     }
 }
 
+/// Most elements of the dense matrix a convolution is lowered to (3 MiB as f64 + f32).
+const DENSE_CONV_LIMIT: usize = 1 << 18;
+
+/// A convolution's map of one image as a dense `[out, in]` matrix (no bias), for a layer so
+/// small that one GEMM over the batch beats unfolding it: at most [`DENSE_CONV_LIMIT`]
+/// elements, and at most 16 times the unfolded layer's multiply-adds. Each entry is one
+/// weight or zero (distinct taps of one output read distinct inputs).
+pub fn dense_conv_matrix(c: &Conv) -> Option<crate::ir::Param> {
+    let wn = &c.win;
+    let (cg, mg) = (wn.c / c.group, c.m / c.group);
+    let ckk = cg * wn.kh * wn.kw;
+    let in_img = wn.c * wn.h * wn.w;
+    let out_img = c.m * wn.oh * wn.ow;
+    if out_img.checked_mul(in_img)? > DENSE_CONV_LIMIT || in_img > 16 * ckk {
+        return None;
+    }
+    let mut t = vec![0.0; out_img * in_img];
+    for m in 0..c.m {
+        let grp = m / mg;
+        for oy in 0..wn.oh {
+            for ox in 0..wn.ow {
+                let o = (m * wn.oh + oy) * wn.ow + ox;
+                for ci in 0..cg {
+                    for a in 0..wn.kh {
+                        let iy = (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
+                        if iy < 0 || iy >= wn.h as isize {
+                            continue;
+                        }
+                        for b in 0..wn.kw {
+                            let ix = (ox * wn.sw + b * wn.dw) as isize - wn.pw as isize;
+                            if ix < 0 || ix >= wn.w as isize {
+                                continue;
+                            }
+                            let i = ((grp * cg + ci) * wn.h + iy as usize) * wn.w + ix as usize;
+                            t[o * in_img + i] =
+                                c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some(crate::ir::Param::from_f64(vec![out_img, in_img], t))
+}
+
+/// [`conv`] through the dense matrix `t` of [`dense_conv_matrix`]: `Y = X T^T` over every
+/// image of the batch, then the bias. Only for finite `x`: a zero entry times an infinite
+/// input would make a NaN the convolution never computes.
+pub fn conv_dense<T: Scalar>(
+    cv: &Conv,
+    t: &[T],
+    bias: Option<&[T]>,
+    x: &[T],
+    batch: usize,
+) -> Vec<T> {
+    let wn = &cv.win;
+    let images = batch * wn.n;
+    let in_img = wn.c * wn.h * wn.w;
+    let ohw = wn.oh * wn.ow;
+    let out_img = cv.m * ohw;
+    let mut y = vec![T::ZERO; images * out_img];
+    gemm(
+        images,
+        in_img,
+        out_img,
+        x,
+        (in_img, 1),
+        t,
+        (1, in_img),
+        &mut y,
+        (out_img, 1),
+        false,
+    );
+    if let Some(b) = bias {
+        for img in y.chunks_exact_mut(out_img) {
+            for (plane, &bv) in img.chunks_exact_mut(ohw).zip(b) {
+                for v in plane {
+                    *v = *v + bv;
+                }
+            }
+        }
+    }
+    y
+}
+
 /// Bytes of im2col scratch per chunk; bounds memory for large batches of small images.
 const IM2COL_BUDGET: usize = 32 << 20;
 
@@ -738,6 +823,7 @@ mod tests {
     #[test]
     fn conv_t_local_and_dense_paths_match_the_definition() {
         let mut rnd = stream(7);
+        let mut lowered = 0;
         // (c, h, w, m, group, kh, kw, stride, pad, dilation)
         for &(ch, h, w, m, group, kh, kw, s, p, d) in &[
             (3, 9, 8, 4, 1, 3, 3, 1, 1, 1),
@@ -771,6 +857,7 @@ mod tests {
                 m,
                 group,
                 fp: FpModel::default(),
+                dense: Default::default(),
             };
             let out_img = m * oh * ow;
             // Images: all zero, one-hot (each corner and the middle), a small patch, dense.
@@ -800,6 +887,17 @@ mod tests {
                     "conv {ch}x{h}x{w} k{kh}x{kw} s{s}: {i}: {a} vs {b}"
                 );
             }
+            // The dense lowering, where the layer gets one, computes the same convolution.
+            let x: Vec<f64> = (0..2 * ch * h * w).map(|_| rnd()).collect();
+            if let Some(t) = dense_conv_matrix(&conv) {
+                lowered += 1;
+                let by_dense = conv_dense(&conv, &t.f64, None, &x, 2);
+                let by_cols = super::conv(&conv, &conv.weight.f64, None, &x, 2);
+                assert_eq!(by_dense.len(), by_cols.len());
+                for (a, b) in by_dense.iter().zip(&by_cols) {
+                    assert!((a - b).abs() <= 1e-12, "dense lowering: {a} vs {b}");
+                }
+            }
             // The one-hot and patch images take the local path, the dense one the other.
             let area = |k: usize| {
                 support_rect(&go[k * out_img..(k + 1) * out_img], m, oh, ow).map(|r| r.area())
@@ -809,5 +907,7 @@ mod tests {
             assert!(2 * area(5).unwrap_or(usize::MAX) <= oh * ow);
             assert_eq!(area(6), Some(oh * ow));
         }
+        // The 1x1 grouped layer does 1 multiply-add per output: unfolding it stays cheaper.
+        assert_eq!(lowered, 3);
     }
 }

@@ -166,6 +166,9 @@ pub struct Conv {
     pub m: usize,
     pub group: usize,
     pub fp: FpModel,
+    /// The layer as a dense `[out, in]` matrix per image, built on first use by the
+    /// concrete evaluator when that is small and cheaper than unfolding (`None` otherwise).
+    pub dense: std::sync::OnceLock<Option<Param>>,
 }
 
 impl Conv {

@@ -357,6 +357,8 @@ fn rebuild_conv(c: &Conv, w: Vec<f64>, bias: Option<Vec<f64>>, fp: FpModel) -> C
         weight: Param::from_f64(c.weight.shape.clone(), w),
         bias: bias.map(|b| Param::from_f64(vec![c.m], b)),
         fp,
+        // New weights: the dense matrix is rebuilt from them, not copied.
+        dense: Default::default(),
         ..c.clone()
     }
 }

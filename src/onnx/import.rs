@@ -1439,6 +1439,7 @@ impl Builder<'_> {
             win,
             m,
             group,
+            dense: Default::default(),
         };
         Ok(Val::Var(self.push(
             ctx,

@@ -162,6 +162,18 @@ impl Family for Linear {
 impl Family for Conv {
     fn eval<T: Scalar>(&self, at: &At, ins: &[&[T]]) -> Vec<T> {
         let x = ins.first().copied().unwrap_or(&[]);
+        let dense = self.dense.get_or_init(|| kernels::dense_conv_matrix(self));
+        if let Some(t) = dense {
+            if x.iter().all(|v| v.to_f64().is_finite()) {
+                return kernels::conv_dense(
+                    self,
+                    T::param(t),
+                    self.bias.as_ref().map(T::param),
+                    x,
+                    at.batch,
+                );
+            }
+        }
         kernels::conv(
             self,
             T::param(&self.weight),

@@ -781,6 +781,7 @@ impl Builder<'_> {
             win,
             m,
             group,
+            dense: Default::default(),
         };
         let out = if spatial == 2 {
             vec![n, m, oh, ow]
