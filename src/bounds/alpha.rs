@@ -50,12 +50,18 @@ impl Default for AlphaConfig {
     }
 }
 
-/// Initial slopes: CROWN's adaptive choice for every ReLU-like node reached from `v`.
-fn initial_alphas(c: &Crown, rows: &[usize]) -> Alphas {
+/// Initial slopes: CROWN's adaptive choice for every ReLU-like node reached from `v` (those
+/// up to its producer; a pass from an intermediate value never reaches the later ones).
+fn initial_alphas(c: &Crown, v: ValueId, rows: &[usize]) -> Alphas {
     let g = c.g;
+    let last = g.nodes.iter().position(|nd| nd.output == v);
     g.nodes
         .iter()
-        .map(|node| {
+        .enumerate()
+        .map(|(idx, node)| {
+            if last.is_some_and(|l| idx > l) {
+                return None;
+            }
             // Optimised slopes exist only for ReLU-like kinks (their lower line through the
             // origin); every other family keeps its CROWN relaxation.
             let leak = with_family!(&node.op, f => f.alpha_leak())?;
@@ -181,7 +187,7 @@ fn optimize_rows(
     for row in 0..r {
         fill(row, &mut a0[row * n..(row + 1) * n]);
     }
-    let mut alphas = initial_alphas(c, rows);
+    let mut alphas = initial_alphas(c, v, rows);
     let mut betas: Betas = rows.iter().map(|&d| vec![0.0; c.splits[d].len()]).collect();
     for (row, w) in warm.iter().enumerate() {
         let Some(w) = w else { continue };

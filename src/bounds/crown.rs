@@ -16,6 +16,7 @@
 //! concretisation are sums of at most `terms_total` f64 products whose magnitudes are tracked
 //! per row, and the result is lowered by `gamma64(terms_total) * magnitude` and rounded down.
 
+use super::alpha::{self, AlphaConfig};
 use crate::domain::{FpMode, Intervals, Rounding, gamma};
 use crate::ir::{Graph, ValueId};
 use crate::ops::{At, Family, Need, Relaxation};
@@ -33,6 +34,10 @@ pub enum Intermediate {
     Ibp,
     /// CROWN for the elements feeding a nonlinearity.
     Crown,
+    /// CROWN, then alpha-CROWN (slopes of the earlier ReLUs optimised for each bound, as
+    /// alpha-beta-CROWN optimises intermediate bounds) for the ReLU inputs CROWN leaves
+    /// unstable.
+    Alpha,
 }
 
 /// Settings of the CROWN engine.
@@ -47,6 +52,8 @@ pub struct CrownConfig {
     /// Past this instant, remaining intermediate bounds stay IBP (sound, looser), so a caller
     /// with a time limit gets control back quickly.
     pub deadline: Option<std::time::Instant>,
+    /// The slope optimisation of [`Intermediate::Alpha`].
+    pub alpha: AlphaConfig,
 }
 
 impl Default for CrownConfig {
@@ -56,6 +63,7 @@ impl Default for CrownConfig {
             intermediate: Intermediate::Crown,
             intersect_ibp: true,
             deadline: None,
+            alpha: AlphaConfig::default(),
         }
     }
 }
@@ -130,6 +138,8 @@ pub struct Crown<'g> {
     terms_total: usize,
     /// Also concretise at activation outputs (with `intersect_ibp`; plain CROWN does not).
     early: bool,
+    /// Slope optimisation for intermediate bounds ([`Intermediate::Alpha`]), if any.
+    alpha: Option<AlphaConfig>,
     /// Split constraints of each domain, `(value, element, active)`, in the order their
     /// Lagrange multipliers ([`Betas`]) follow.
     pub splits: Vec<Vec<(ValueId, usize, bool)>>,
@@ -203,6 +213,10 @@ impl<'g> Crown<'g> {
             terms,
             terms_total,
             early: cfg.intersect_ibp,
+            alpha: (cfg.intermediate == Intermediate::Alpha).then_some(AlphaConfig {
+                deadline: cfg.deadline,
+                ..cfg.alpha
+            }),
             splits: vec![Vec::new(); domains],
         };
         if let Some(sd) = seeds {
@@ -249,7 +263,7 @@ impl<'g> Crown<'g> {
             // same rounding allowance a backward pass charges (and none of the gamma64 terms
             // on top), so CROWN cannot improve on them.
             let first_affine = node.op.is_affine() && node.inputs == [g.input];
-            if cfg.intermediate == Intermediate::Crown
+            if cfg.intermediate != Intermediate::Ibp
                 && need[out] != Need::No
                 && fresh
                 && in_time
@@ -320,10 +334,34 @@ impl<'g> Crown<'g> {
         }
         // Two rows per element: +e_j (lower bound) and -e_j (minus the upper bound).
         let rows: Vec<usize> = sel.iter().flat_map(|&(d, _)| [d, d]).collect();
-        let lower = self.lower_bounds_with(v, &rows, None, |row, a| {
+        let fill = |row: usize, a: &mut [f64]| {
             let (_, j) = sel[row / 2];
             a[j] = if row % 2 == 0 { 1.0 } else { -1.0 };
-        });
+        };
+        let mut lower = self.lower_bounds_with(v, &rows, None, fill);
+        if let (Some(acfg), Need::Kink) = (self.alpha.as_ref(), need) {
+            // The elements CROWN leaves unstable, both rows each: alpha-CROWN starts from
+            // CROWN's slopes and keeps each row's best bound, so it never loosens one.
+            let again: Vec<usize> = (0..sel.len())
+                .filter(|&t| {
+                    let (d, j) = sel[t];
+                    let (mut l, mut u) = (lower[2 * t], -lower[2 * t + 1]);
+                    if intersect {
+                        l = l.max(b.lo[d * n + j]);
+                        u = u.min(b.hi[d * n + j]);
+                    }
+                    relax::unstable(l, u)
+                })
+                .flat_map(|t| [2 * t, 2 * t + 1])
+                .collect();
+            if !again.is_empty() {
+                let rows2: Vec<usize> = again.iter().map(|&k| rows[k]).collect();
+                let opt = alpha::optimize(self, v, &rows2, |r, a| fill(again[r], a), acfg);
+                for (&k, o) in again.iter().zip(opt) {
+                    lower[k] = lower[k].max(o);
+                }
+            }
+        }
         let b = self.bounds[v].as_mut().expect("bounds");
         for (t, &(d, j)) in sel.iter().enumerate() {
             let (cl, cu) = (lower[2 * t], -lower[2 * t + 1]);

@@ -99,9 +99,14 @@ pub fn objective_lower(
     }
     let cfg = crown::CrownConfig {
         mode: opts.mode,
-        intermediate: crown::Intermediate::Crown,
+        intermediate: if opts.method == Method::AlphaCrown {
+            crown::Intermediate::Alpha
+        } else {
+            crown::Intermediate::Crown
+        },
         intersect_ibp: opts.intersect_ibp,
         deadline: None,
+        alpha: opts.alpha,
     };
     let c = crown::Crown::new(g, input, domains, cfg);
     let rows: Vec<usize> = objs.iter().map(|o| o.domain).collect();

@@ -399,20 +399,10 @@ pub fn dense_conv_matrix(c: &Conv) -> Option<crate::ir::Param> {
             for ox in 0..wn.ow {
                 let o = (m * wn.oh + oy) * wn.ow + ox;
                 for ci in 0..cg {
-                    for a in 0..wn.kh {
-                        let iy = (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
-                        if iy < 0 || iy >= wn.h as isize {
-                            continue;
-                        }
-                        for b in 0..wn.kw {
-                            let ix = (ox * wn.sw + b * wn.dw) as isize - wn.pw as isize;
-                            if ix < 0 || ix >= wn.w as isize {
-                                continue;
-                            }
-                            let i = ((grp * cg + ci) * wn.h + iy as usize) * wn.w + ix as usize;
-                            t[o * in_img + i] =
-                                c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
-                        }
+                    let plane = (grp * cg + ci) * wn.h * wn.w;
+                    for (a, b, i) in wn.taps(oy, ox) {
+                        t[o * in_img + plane + i] =
+                            c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
                     }
                 }
             }
@@ -654,18 +644,7 @@ pub fn for_each_window(wn: &Window, images: usize, mut f: impl FnMut(usize, &[us
             for oy in 0..wn.oh {
                 for ox in 0..wn.ow {
                     taps.clear();
-                    for a in 0..wn.kh {
-                        let iy = (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
-                        if iy < 0 || iy >= wn.h as isize {
-                            continue;
-                        }
-                        for b in 0..wn.kw {
-                            let ix = (ox * wn.sw + b * wn.dw) as isize - wn.pw as isize;
-                            if ix >= 0 && ix < wn.w as isize {
-                                taps.push(base + iy as usize * wn.w + ix as usize);
-                            }
-                        }
-                    }
+                    taps.extend(wn.taps(oy, ox).map(|(_, _, i)| base + i));
                     f(out, &taps, full);
                     out += 1;
                 }
@@ -784,22 +763,11 @@ mod tests {
                     for ox in 0..wn.ow {
                         let g = go[((img * c.m + m) * wn.oh + oy) * wn.ow + ox];
                         for ci in 0..cg {
-                            for a in 0..wn.kh {
-                                for b in 0..wn.kw {
-                                    let iy = (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
-                                    let ix = (ox * wn.sw + b * wn.dw) as isize - wn.pw as isize;
-                                    if iy < 0
-                                        || ix < 0
-                                        || iy >= wn.h as isize
-                                        || ix >= wn.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let ch = (m / mg) * cg + ci;
-                                    let w = c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
-                                    gi[((img * wn.c + ch) * wn.h + iy as usize) * wn.w
-                                        + ix as usize] += g * w;
-                                }
+                            let ch = (m / mg) * cg + ci;
+                            let plane = (img * wn.c + ch) * wn.h * wn.w;
+                            for (a, b, i) in wn.taps(oy, ox) {
+                                let w = c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
+                                gi[plane + i] += g * w;
                             }
                         }
                     }

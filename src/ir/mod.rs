@@ -153,6 +153,22 @@ pub struct Window {
     pub dw: usize,
 }
 
+impl Window {
+    /// The in-bounds taps of output position `(oy, ox)`: `(a, b, iy * w + ix)` for each kernel
+    /// offset `(a, b)` whose input `(iy, ix)` lies inside the image (padding is skipped).
+    pub fn taps(&self, oy: usize, ox: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        (0..self.kh).flat_map(move |a| {
+            let iy = (oy * self.sh + a * self.dh) as isize - self.ph as isize;
+            let row_in = iy >= 0 && iy < self.h as isize;
+            (0..self.kw).filter_map(move |b| {
+                let ix = (ox * self.sw + b * self.dw) as isize - self.pw as isize;
+                (row_in && ix >= 0 && ix < self.w as isize)
+                    .then(|| (a, b, iy as usize * self.w + ix as usize))
+            })
+        })
+    }
+}
+
 /// Grouped 2-D convolution with constant weights.
 #[derive(Clone, Debug)]
 pub struct Conv {

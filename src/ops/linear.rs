@@ -306,23 +306,11 @@ impl Family for Conv {
                         let j = (img * c.m + m) * ohw + oy * wn.ow + ox;
                         let mut terms = vec![(y0 + j, 1.0)];
                         for ci in 0..cg {
-                            let ch = grp * cg + ci;
-                            for a in 0..wn.kh {
-                                let iy = (oy * wn.sh + a * wn.dh) as isize - wn.ph as isize;
-                                if iy < 0 || iy >= wn.h as isize {
-                                    continue;
-                                }
-                                for b in 0..wn.kw {
-                                    let ix = (ox * wn.sw + b * wn.dw) as isize - wn.pw as isize;
-                                    if ix < 0 || ix >= wn.w as isize {
-                                        continue;
-                                    }
-                                    let w = c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
-                                    if w != 0.0 {
-                                        let xi = ((img * wn.c + ch) * wn.h + iy as usize) * wn.w
-                                            + ix as usize;
-                                        terms.push((x0 + xi, -w));
-                                    }
+                            let plane = (img * wn.c + grp * cg + ci) * wn.h * wn.w;
+                            for (a, b, i) in wn.taps(oy, ox) {
+                                let w = c.weight.f64[((m * cg + ci) * wn.kh + a) * wn.kw + b];
+                                if w != 0.0 {
+                                    terms.push((x0 + plane + i, -w));
                                 }
                             }
                         }
