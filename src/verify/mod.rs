@@ -321,6 +321,11 @@ fn lp_stage(
     let cfg = crown::CrownConfig {
         mode: opts.fp_mode,
         deadline,
+        // Optimised intermediate bounds leave fewer neurons unstable for the LPs to tighten
+        // and tighter ones before them (mnistfc 256x6 prop_2: 25.1 s -> 5.3 s, proved by the
+        // LP stage instead of branch and bound after it).
+        intermediate: crown::Intermediate::Alpha,
+        alpha: opts.alpha,
         ..Default::default()
     };
     let input = Intervals::new(region.lower.clone(), region.upper.clone());
