@@ -513,11 +513,8 @@ impl<'g> Crown<'g> {
             if let Some(e) = &self.errs[out] {
                 for row in 0..r {
                     let d = rows[row];
-                    let s: f64 = a[row * n..(row + 1) * n]
-                        .iter()
-                        .zip(&e[d * n..(d + 1) * n])
-                        .map(|(x, y)| x.abs() * y)
-                        .sum();
+                    let (ar, er) = (&a[row * n..(row + 1) * n], &e[d * n..(d + 1) * n]);
+                    let (s, _) = crate::domain::sum_mag2(ar, er, |x, y| x.abs() * y);
                     bias[row] -= s;
                     mag[row] += s;
                 }
@@ -652,15 +649,12 @@ impl<'g> Crown<'g> {
 
 /// `min over [lo, hi] of a . x` (computed in f64) and the sum of the magnitudes of its terms.
 pub fn concretize(a: &[f64], lo: &[f64], hi: &[f64]) -> (f64, f64) {
-    let mut s = 0.0;
-    let mut m = 0.0;
-    for ((&c, &l), &h) in a.iter().zip(lo).zip(hi) {
-        if c == 0.0 {
-            continue;
-        }
-        let t = if c > 0.0 { c * l } else { c * h };
-        s += t;
-        m += t.abs();
-    }
-    (s, m)
+    crate::domain::sum_mag3(a, lo, hi, |c, l, h| {
+        // For `l <= h`, rounding is monotone, so the smaller product is the rounded `c l`
+        // when `c > 0` and `c h` when `c < 0`: the term a branch would pick, without the
+        // branch. A zero coefficient contributes nothing, even on an unbounded element
+        // (`min` drops one NaN from `0 * inf`; the guard catches both).
+        let t = (c * l).min(c * h);
+        if c == 0.0 { 0.0 } else { t }
+    })
 }

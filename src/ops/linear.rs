@@ -9,7 +9,7 @@
 //! the transposed layer, exact; its products' rounding is in [`Family::backward_error`].
 
 use super::{At, Family};
-use crate::domain::{Intervals, Rounding};
+use crate::domain::{Intervals, Rounding, sum_mag, sum_mag1, sum_mag2};
 use crate::eval::{Scalar, kernels};
 use crate::ir::{Conv, Linear};
 use crate::lp::{LpError, LpNode};
@@ -107,23 +107,12 @@ impl Family for Linear {
         let mut mag = vec![0.0; r];
         if let Some(b) = &l.bias {
             for row in 0..r {
-                let (mut sb, mut sm) = (0.0, 0.0);
                 let arow = &a[row * out_n..(row + 1) * out_n];
-                if l.inner == 1 {
-                    for blk in arow.chunks_exact(l.p) {
-                        for (&v, &bv) in blk.iter().zip(&b.f64) {
-                            let t = v * bv;
-                            sb += t;
-                            sm += t.abs();
-                        }
-                    }
+                let (sb, sm) = if l.inner == 1 && l.outer == 1 && b.f64.len() == out_n {
+                    sum_mag2(arow, &b.f64, |x, y| x * y)
                 } else {
-                    for (i, &v) in arow.iter().enumerate() {
-                        let t = v * b.f64[(i / l.inner) % l.p];
-                        sb += t;
-                        sm += t.abs();
-                    }
-                }
+                    sum_mag(out_n, |i| arow[i] * b.f64[(i / l.inner) % l.p])
+                };
                 bias[row] = sb;
                 mag[row] = sm;
             }
@@ -274,11 +263,9 @@ impl Family for Conv {
                     .enumerate()
                 {
                     let bv = b.f64[i % c.m];
-                    for &v in blk {
-                        let t = v * bv;
-                        sb += t;
-                        sm += t.abs();
-                    }
+                    let (s, m) = sum_mag1(blk, |x| x * bv);
+                    sb += s;
+                    sm += m;
                 }
                 bias[row] = sb;
                 mag[row] = sm;

@@ -13,7 +13,7 @@
 //! `|A| . err(node)` for every node, with `err` from [`node_error`].
 
 use super::relax::{self, Lines};
-use crate::domain::{Intervals, Rounding, gamma};
+use crate::domain::{Intervals, LANES, Rounding, fold_lanes, gamma};
 use crate::ir::{Graph, Node, Op};
 use crate::ops::{At, Family};
 use crate::with_family;
@@ -173,46 +173,29 @@ pub(crate) fn lines_back(
         let d = ctx.rows[row];
         let (arow, lrow) = (&a[row * n..(row + 1) * n], &lines[d * n..(d + 1) * n]);
         let out = &mut ain[row * n..(row + 1) * n];
-        let (mut sb, mut sm) = (0.0, 0.0);
-        match alpha {
+        let (sb, sm) = match alpha {
             Some(al) if optimised => {
                 let (lo, hi) = (&xb.lo[d * n..(d + 1) * n], &xb.hi[d * n..(d + 1) * n]);
                 let alr = &al[row * n..(row + 1) * n];
-                for j in 0..n {
-                    let v = arow[j];
-                    let ln = &lrow[j];
+                line_row(arow, lrow, out, |j, v, ln| {
                     // Optimised slope on the side through the origin (sound anywhere in range).
-                    let (k, c) = if v < 0.0 {
+                    if v < 0.0 {
                         (ln.ku, ln.bu)
                     } else if relax::unstable(lo[j], hi[j]) {
                         (alr[j].clamp(leak, 1.0), 0.0)
                     } else {
                         (ln.kl, ln.bl)
-                    };
-                    out[j] = v * k;
-                    // 0 * inf (unbounded neuron, zero coefficient) contributes nothing.
-                    let t = if v == 0.0 { 0.0 } else { v * c };
-                    sb += t;
-                    sm += t.abs();
-                }
+                    }
+                })
             }
-            _ => {
-                for j in 0..n {
-                    let v = arow[j];
-                    let ln = &lrow[j];
-                    let (k, c) = if v >= 0.0 {
-                        (ln.kl, ln.bl)
-                    } else {
-                        (ln.ku, ln.bu)
-                    };
-                    out[j] = v * k;
-                    // 0 * inf (unbounded neuron, zero coefficient) contributes nothing.
-                    let t = if v == 0.0 { 0.0 } else { v * c };
-                    sb += t;
-                    sm += t.abs();
+            _ => line_row(arow, lrow, out, |_, v, ln| {
+                if v >= 0.0 {
+                    (ln.kl, ln.bl)
+                } else {
+                    (ln.ku, ln.bu)
                 }
-            }
-        }
+            }),
+        };
         bias[row] = sb;
         mag[row] = sm;
     }
@@ -221,6 +204,45 @@ pub(crate) fn lines_back(
         bias,
         mag,
     }
+}
+
+/// One row through relaxation lines: `out_j = a_j k_j` and the sum and magnitude of the
+/// terms `a_j c_j`, where `line(j, a_j, lines_j)` picks the line `(k_j, c_j)`; in the
+/// [`LANES`] partial sums of [`crate::domain::sum_mag`] (sound in any order, same argument).
+#[inline(always)]
+fn line_row(
+    a: &[f64],
+    lines: &[Lines],
+    out: &mut [f64],
+    line: impl Fn(usize, f64, &Lines) -> (f64, f64),
+) -> (f64, f64) {
+    let step = |j: usize, v: f64, ln: &Lines, o: &mut f64| {
+        let (k, c) = line(j, v, ln);
+        *o = v * k;
+        // 0 * inf (unbounded neuron, zero coefficient) contributes nothing.
+        if v == 0.0 { 0.0 } else { v * c }
+    };
+    let n = a.len().min(lines.len()).min(out.len());
+    let (ac, ar) = a[..n].as_chunks::<LANES>();
+    let (lc, lr) = lines[..n].as_chunks::<LANES>();
+    let (oc, or) = out[..n].as_chunks_mut::<LANES>();
+    let mut s = [0.0f64; LANES];
+    let mut m = [0.0f64; LANES];
+    for (c, ((a8, l8), o8)) in ac.iter().zip(lc).zip(oc).enumerate() {
+        for k in 0..LANES {
+            let t = step(c * LANES + k, a8[k], &l8[k], &mut o8[k]);
+            s[k] += t;
+            m[k] += t.abs();
+        }
+    }
+    let base = n - ar.len();
+    let tail = ar
+        .iter()
+        .zip(lr)
+        .zip(or.iter_mut())
+        .enumerate()
+        .map(|(i, ((&v, ln), o))| step(base + i, v, ln, o));
+    fold_lanes(s, m, tail)
 }
 
 pub use crate::ops::pool::PoolRelax;
