@@ -1,5 +1,6 @@
 //! Input splitting: a domain is a sub-box of the region, split at the midpoint of the input
-//! dimension with the largest influence on the open rows (after a lookahead); open
+//! dimension whose children come closest to a proof, among those with the largest influence
+//! on the open rows (a lookahead); open
 //! conjunctions are also refuted by a combined row, and the hardest open boxes are sampled.
 
 use super::*;
@@ -7,6 +8,18 @@ use super::*;
 /// Input splitting keeps each open domain's bounds (to seed its children) while fewer than
 /// this many domains are open.
 const SEEDED_OPEN: usize = 20_000;
+
+/// Input splitting splits `batch / SPLIT_PARENTS_DIV` boxes per iteration (each with every
+/// lookahead candidate's two children bounded).
+const SPLIT_PARENTS_DIV: usize = 4;
+
+/// Gain in the children's summed margins, as a fraction of the parent's, below which the
+/// lookahead's choice is not trusted over the best-scored dimension.
+const SIGNIFICANT_GAIN: f64 = 0.5;
+
+/// Input splitting attacks the hardest open boxes after every `ATTACK_EVERY * batch`
+/// domains bounded.
+const ATTACK_EVERY: usize = 4;
 
 /// Random points checked per attack round of input splitting.
 const SAMPLES_PER_ROUND: usize = 1024;
@@ -213,19 +226,24 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
         bounds: None,
     }];
     let mut attack_round = 0u64;
+    let mut next_attack = 0;
     while !stack.is_empty() {
         if let Some(stop) = s.next_iteration(stack.len(), &mut stats) {
             return (stop, stats);
         }
-        // Periodically attack inside the open domains furthest from a proof.
-        if let (Some(acfg), true) = (&opts.attack, stats.iterations % 4 == 0) {
+        // Periodically attack inside the open domains furthest from a proof: once per
+        // `ATTACK_EVERY` batches' worth of domains bounded (iterations bound more domains as
+        // the lookahead widens; per iteration, a sat robot instance of reach_prob_density
+        // went from 0.7 to 9.7 s).
+        if let (Some(acfg), true) = (&opts.attack, stats.domains >= next_attack) {
+            next_attack = stats.domains + ATTACK_EVERY * cfg.batch.max(1);
             attack_round += 1;
             if let Some(cex) = attack_boxes(net, region, ri, &stack, acfg, attack_round, deadline) {
                 return (BabOutcome::Falsified(cex), stats);
             }
         }
         let k = cfg.lookahead.clamp(1, ni.max(1));
-        let take = (cfg.batch / (2 * k)).max(1).min(stack.len());
+        let take = (cfg.batch / SPLIT_PARENTS_DIV).max(1).min(stack.len());
         let batch: Vec<BoxDomain> = stack.split_off(stack.len() - take);
         // Children of every candidate dimension: (parent, dim, box).
         let mut kids: Vec<(usize, usize, BoxDomain)> = Vec::new();
@@ -323,19 +341,38 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
             &extra_of(&cpass.plain),
         );
         // Per parent, the candidate that proves the most children, then whose children are
-        // together closest to a proof.
+        // together closest to a proof. A child's margin is at least its parent's (the
+        // parent's bounds hold on it too): without that floor, a split whose one child came
+        // out looser (CROWN is not monotone in the box) lost to splits of dimensions that
+        // change nothing, and the search narrowed those to f64 resolution.
         let value = |q: usize| {
             let proved =
                 open_kids[q].is_empty() as u8 as f64 + open_kids[q + 1].is_empty() as u8 as f64;
-            let (m1, m2) = (marg[q], marg[q + 1]);
-            proved * 1e12 + m1.min(0.0).max(-1e11) + m2.min(0.0).max(-1e11)
+            let m = |q: usize| marg[q].max(kids[q].2.margin).min(0.0).max(-1e11);
+            proved * 1e12 + m(q) + m(q + 1)
         };
+        // Per parent: the best candidate, and the first (the best-scored dimension).
         let mut chosen: Vec<Option<(usize, f64)>> = vec![None; batch.len()];
+        let mut first: Vec<Option<(usize, f64)>> = vec![None; batch.len()];
         for q in (0..kids.len()).step_by(2) {
             let (b, i) = (kids[q].0, kids[q].1);
             let v = value(q);
+            first[b].get_or_insert((i, v));
             if chosen[b].is_none_or(|(_, w)| v > w) {
                 chosen[b] = Some((i, v));
+            }
+        }
+        // The children's margins are a one-step view: where no candidate proves a child or
+        // gains at least [`SIGNIFICANT_GAIN`] of the parent's margin, the best-scored
+        // dimension is split (on reach_prob_density's robot a margin-only choice kept
+        // splitting dimensions that move no bound, and proofs of 5 s timed out).
+        for (b, d) in batch.iter().enumerate() {
+            let mp = d.margin.min(0.0).max(-1e11);
+            if let (Some((_, w)), Some(f)) = (chosen[b], first[b]) {
+                // `w < 1e11`: no child proved (each proved child adds 1e12).
+                if w < 1e11 && mp > -1e11 && w - 2.0 * mp < SIGNIFICANT_GAIN * mp.abs() {
+                    chosen[b] = Some(f);
+                }
             }
         }
         let keep: Vec<usize> = (0..kids.len())
@@ -385,11 +422,20 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
             let so: Vec<&[usize]> = open_now.iter().map(|o| &o[..]).collect();
             open_now = bound_batch(&sub, region, &so, opts, Record::default(), deadline, &[]).open;
         }
-        // Candidates (centres, CROWN minimisers and the combinations' least safe points) and
+        // Candidates (centres, CROWN minimisers and the combinations' least safe points) of
+        // every child bounded, kept or not (the lookahead's other children point at where
+        // the margin is worst: on ACAS Xu 1_9 prop_7 they hold the counterexample), and
         // smear of the kept children.
+        let open_of = |q: usize| -> &[usize] {
+            match keep.iter().position(|&k| k == q) {
+                Some(t) => &open_now[t],
+                None => &open_kids[q],
+            }
+        };
         let mut cands: Vec<f32> = Vec::new();
-        for (t, &q) in keep.iter().enumerate() {
-            if open_now[t].is_empty() {
+        for q in 0..kids.len() {
+            let open_q = open_of(q);
+            if open_q.is_empty() {
                 continue;
             }
             let d = &kids[q].2;
@@ -397,7 +443,7 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
                 (0..ni).map(|i| to_f32_inside(0.5 * d.lo[i] + 0.5 * d.hi[i], d.lo[i], d.hi[i])),
             );
             for (r, &(rb, kd, _)) in owner.iter().enumerate() {
-                if rb == q && open_now[t].contains(&kd) && !ax.is_empty() {
+                if rb == q && open_q.contains(&kd) && !ax.is_empty() {
                     cands.extend((0..ni).map(|i| {
                         to_f32_inside(
                             if ax[r * ni + i] >= 0.0 {

@@ -3,8 +3,10 @@
 //! batched CROWN/alpha-CROWN bounding, counterexample checks).
 //!
 //! * **Input splitting** (few input dimensions, e.g. ACAS Xu): a domain is a sub-box; the
-//!   dimension split is the one with the largest influence `sum_rows |A_x[r, i]| * width_i`
-//!   (the CROWN coefficients reaching the input), after a two-candidate lookahead. Children
+//!   candidates are the five dimensions with the largest influence `sum_rows |A_x[r, i]| *
+//!   width_i` (the CROWN coefficients reaching the input) plus relative width; each one's
+//!   two children are bounded, and the split whose children come closest to a proof is kept
+//!   when it gains clearly over the best-scored dimension (a one-step lookahead). Children
 //!   start from the parent's bounds of every value; open conjunctions are also refuted by a
 //!   combined row ([`combine`]); the hardest open boxes are sampled for counterexamples.
 //! * **ReLU splitting** (many inputs): a domain is a set of split constraints `z_j >= 0` /
@@ -65,7 +67,8 @@ pub struct BabStats {
 /// Settings of branch and bound.
 #[derive(Clone, Copy, Debug)]
 pub struct BabConfig {
-    /// Domains bounded together per iteration.
+    /// Domains bounded together per iteration (ReLU splitting); input splitting splits a
+    /// quarter as many boxes per iteration, bounding every candidate's children.
     pub batch: usize,
     /// Cap on open domains; beyond it the search gives up with `unknown`.
     pub max_open: usize,
@@ -82,7 +85,7 @@ impl Default for BabConfig {
             batch: 64,
             max_open: 200_000,
             input_split_dims: 16,
-            lookahead: 2,
+            lookahead: 5,
         }
     }
 }
