@@ -297,7 +297,11 @@ impl Encoding {
             for &j in &previous {
                 model.change_column_cost(cols[j], cost[j]);
             }
-            let solved = model.solve();
+            // `solve` panics when HiGHS reports an error (seen once on an oval21 LP after a
+            // long run); an error is no bound, which every caller already handles.
+            let solved = model
+                .try_solve()
+                .map_err(|e| LpError::Solver(format!("HiGHS: {e:?}")))?;
             let status = solved.status();
             let bound = match status {
                 HighsModelStatus::Optimal => {
@@ -333,7 +337,9 @@ impl Encoding {
         if !set_time_limit(&mut model, born, deadline) {
             return false;
         }
-        let mut solved = model.solve();
+        let Ok(mut solved) = model.try_solve() else {
+            return false;
+        };
         if solved.status() != HighsModelStatus::Infeasible {
             return false;
         }
