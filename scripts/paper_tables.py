@@ -149,6 +149,20 @@ def table_proofs():
     return out
 
 
+def table_acas_hard():
+    f = RESULTS / "acasxu_hard.csv"
+    if not f.exists():
+        return ["(no result file: scripts/acas_hard.sh)"]
+    notes = {r["instance"]: r["note"] for r in csv.DictReader((RESULTS / "acasxu_hard_nnenum.csv").open())}
+    out = ["| instance | result | ferrocert (s) | nnenum (s) | nnenum / ferrocert |", "|---|---|---|---|---|"]
+    for r in csv.DictReader(f.open()):
+        timeout = notes.get(r["instance"], "").startswith("timeout")
+        nn = f"timeout ({r['nnenum_s']})" if timeout else r["nnenum_s"]
+        ratio = (">= " if timeout else "") + r["speedup"] + "x"
+        out.append(f"| {r['instance']} | {r['result']} | {r['ferrocert_s']} | {nn} | {ratio} |")
+    return out
+
+
 def table_nc():
     f = RESULTS / "scan_vs_nc.md"
     if not f.exists():
@@ -163,6 +177,7 @@ TABLES = {
     "normals": lambda: table_group("normals", "smoothing"),
     "lirpa": table_lirpa,
     "proofs": table_proofs,
+    "acas_hard": table_acas_hard,
     "nc": table_nc,
 }
 

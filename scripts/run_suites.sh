@@ -11,7 +11,7 @@ mkdir -p bench-results
 # whole run would take hours on 2 cores, so the limit is cut (the README states each scale).
 # Override with SCALE_<suite>=F, e.g. SCALE_mnistfc=1 scripts/run_suites.sh mnistfc.
 declare -A scale=([acasxu]=1 [mnistfc]=0.25 [test]=1 [digits]=1 [collins_rul_cnn]=0.03 [rl_benchmarks]=0.2
-                  [reach_prob_density]=0.1 [oval21]=0.02 [cifar10_resnet]=0.03)
+                  [reach_prob_density]=0.1 [oval21]=0.1 [cifar10_resnet]=0.1)
 for k in "${!scale[@]}"; do v="SCALE_$k"; [ -n "${!v:-}" ] && scale[$k]="${!v}"; done
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=(test digits acasxu mnistfc collins_rul_cnn rl_benchmarks reach_prob_density oval21 cifar10_resnet)
