@@ -92,39 +92,18 @@ pub fn sum_mag(n: usize, mut f: impl FnMut(usize) -> f64) -> (f64, f64) {
 /// [`sum_mag`] over `t_j = f(x_j)` of a slice.
 #[inline(always)]
 pub fn sum_mag1(x: &[f64], f: impl Fn(f64) -> f64) -> (f64, f64) {
-    let (xc, xr) = x.as_chunks::<LANES>();
-    let mut s = [0.0f64; LANES];
-    let mut m = [0.0f64; LANES];
-    for x8 in xc {
-        for k in 0..LANES {
-            let t = f(x8[k]);
-            s[k] += t;
-            m[k] += t.abs();
-        }
-    }
-    fold_lanes(s, m, xr.iter().map(|&a| f(a)))
+    sum_mag3(x, x, x, |a, _, _| f(a))
 }
 
-/// [`sum_mag`] over `t_j = f(x_j, y_j)` of two slices (the shorter one's length), written on
-/// fixed-size chunks so that no index is checked and the compiler vectorises the lanes.
+/// [`sum_mag`] over `t_j = f(x_j, y_j)` of two slices (the shorter one's length).
 #[inline(always)]
 pub fn sum_mag2(x: &[f64], y: &[f64], f: impl Fn(f64, f64) -> f64) -> (f64, f64) {
-    let n = x.len().min(y.len());
-    let (xc, xr) = x[..n].as_chunks::<LANES>();
-    let (yc, yr) = y[..n].as_chunks::<LANES>();
-    let mut s = [0.0f64; LANES];
-    let mut m = [0.0f64; LANES];
-    for (x8, y8) in xc.iter().zip(yc) {
-        for k in 0..LANES {
-            let t = f(x8[k], y8[k]);
-            s[k] += t;
-            m[k] += t.abs();
-        }
-    }
-    fold_lanes(s, m, xr.iter().zip(yr).map(|(&a, &b)| f(a, b)))
+    sum_mag3(x, y, y, |a, b, _| f(a, b))
 }
 
-/// [`sum_mag2`] over three slices.
+/// [`sum_mag`] over `t_j = f(x_j, y_j, z_j)` of three slices (the shortest one's length),
+/// written on fixed-size chunks so that no index is checked and the compiler vectorises the
+/// lanes; the same order of additions as [`sum_mag`].
 #[inline(always)]
 pub fn sum_mag3(x: &[f64], y: &[f64], z: &[f64], f: impl Fn(f64, f64, f64) -> f64) -> (f64, f64) {
     let n = x.len().min(y.len()).min(z.len());
@@ -146,11 +125,7 @@ pub fn sum_mag3(x: &[f64], y: &[f64], z: &[f64], f: impl Fn(f64, f64, f64) -> f6
 
 /// The lanes' partial sums added in a fixed order, then the tail's terms.
 #[inline(always)]
-pub fn fold_lanes(
-    s: [f64; LANES],
-    m: [f64; LANES],
-    tail: impl Iterator<Item = f64>,
-) -> (f64, f64) {
+pub fn fold_lanes(s: [f64; LANES], m: [f64; LANES], tail: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut ss, mut mm) = (0.0, 0.0);
     for k in 0..LANES {
         ss += s[k];

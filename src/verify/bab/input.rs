@@ -426,15 +426,12 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
         // every child bounded, kept or not (the lookahead's other children point at where
         // the margin is worst: on ACAS Xu 1_9 prop_7 they hold the counterexample), and
         // smear of the kept children.
-        let open_of = |q: usize| -> &[usize] {
-            match keep.iter().position(|&k| k == q) {
-                Some(t) => &open_now[t],
-                None => &open_kids[q],
-            }
-        };
+        let mut open_of: Vec<&[usize]> = open_kids.iter().map(|o| &o[..]).collect();
+        for (t, &q) in keep.iter().enumerate() {
+            open_of[q] = &open_now[t];
+        }
         let mut cands: Vec<f32> = Vec::new();
-        for q in 0..kids.len() {
-            let open_q = open_of(q);
+        for (q, &open_q) in open_of.iter().enumerate() {
             if open_q.is_empty() {
                 continue;
             }
