@@ -149,6 +149,23 @@ def table_proofs():
     return out
 
 
+def table_relu_proofs():
+    f = RESULTS / "relu_replay.json"
+    if not f.exists():
+        return ["(no result file: certify paper/results/relu_certify.toml, then replay --check-proofs --json)"]
+    r = json.loads(f.read_text())
+    out = ["| model | check | tree nodes | checks | original run (s) | proof check (s) | of which LP stage again (s) | tree alone (s) | bounds optimised again |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for x in r["proofs"]:
+        spec = x["check"].rsplit("/", 1)[-1]
+        orig = x["original_seconds"]
+        out.append(f"| {x['model']} | {spec} | {x['nodes']:,} | {'yes' if x['ok'] else 'NO'} | "
+                   f"{orig:.1f} | {x['seconds']:.2f} | {x['lp_stage_seconds']:.2f} | "
+                   f"{x['seconds'] - x['lp_stage_seconds']:.2f} | {x['reoptimized']} |")
+    out.append(f"| replay agrees: {r['agree']} | | | | | | | | |")
+    return out
+
+
 def table_acas_hard():
     f = RESULTS / "acasxu_hard.csv"
     if not f.exists():
@@ -177,6 +194,7 @@ TABLES = {
     "normals": lambda: table_group("normals", "smoothing"),
     "lirpa": table_lirpa,
     "proofs": table_proofs,
+    "relu_proofs": table_relu_proofs,
     "acas_hard": table_acas_hard,
     "nc": table_nc,
 }

@@ -397,25 +397,36 @@ fn the_slurm_example_runs_and_merges_to_the_single_run() {
     let _ = std::fs::remove_dir_all(&w);
 }
 
-#[test]
-fn proof_material_of_input_splitting_checks_and_a_cut_tree_does_not() {
-    let dir = std::env::temp_dir().join(format!("ferrocert-proofs-{}", std::process::id()));
+/// A fresh directory with a configuration of one model (a bundled file) and two specs.
+fn proof_config(tag: &str, name: &str, model: &str, specs: [&str; 2]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrocert-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(
         dir.join("ferrocert.toml"),
         format!(
             r#"[[model]]
-name = "acas"
+name = "{name}"
 path = "{}"
 specs = {{ files = ["{}", "{}"], timeout = 60 }}
 "#,
-            repo("models/ACASXU_run2a_1_1_batch_2000.onnx").display(),
-            repo("specs/acasxu/prop_1.vnnlib").display(),
-            repo("specs/acasxu/prop_2.vnnlib").display()
+            repo(model).display(),
+            repo(specs[0]).display(),
+            repo(specs[1]).display()
         ),
     )
     .expect("config");
+    dir
+}
+
+#[test]
+fn proof_material_of_input_splitting_checks_and_a_cut_tree_does_not() {
+    let dir = proof_config(
+        "proofs",
+        "acas",
+        "models/ACASXU_run2a_1_1_batch_2000.onnx",
+        ["specs/acasxu/prop_1.vnnlib", "specs/acasxu/prop_2.vnnlib"],
+    );
     assert_eq!(certify(&dir, "rep", &[]), 0);
     let (code, out) = replay(&dir, &["rep", "--check-proofs"]);
     assert_eq!(code, 0, "{out}");
@@ -433,6 +444,69 @@ specs = {{ files = ["{}", "{}"], timeout = 60 }}
     let (code, out) = replay(&dir, &["cut", "--check-proofs"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("DISAGREES: proof of acas/spec:"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn proof_material_of_relu_splitting_checks_and_a_tampered_one_does_not() {
+    // digits_mlp at radii where it needs ReLU splitting (scripts/make_proof_fixtures.py).
+    let dir = proof_config(
+        "relu-proofs",
+        "mlp",
+        "models/digits_mlp.onnx",
+        [
+            "tests/data/proofs/digits_prop_10_0.08.vnnlib",
+            "tests/data/proofs/digits_prop_11_0.09.vnnlib",
+        ],
+    );
+    assert_eq!(certify(&dir, "rep", &["--jobs", "2"]), 0);
+    assert_eq!(certify(&dir, "rep1", &["--jobs", "1"]), 0);
+    let text = std::fs::read_to_string(dir.join("rep/report.json")).expect("report");
+    // The trees and their stored parameters do not depend on the thread count.
+    let one = std::fs::read_to_string(dir.join("rep1/report.json")).expect("report");
+    assert!(
+        text == one,
+        "report.json differs between --jobs 2 and --jobs 1"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    for i in 0..2 {
+        let p = &doc["models"][0]["checks"][i]["evidence"]["proof"][0];
+        assert_eq!(p["branching"], "relu", "{p}");
+        assert!(p["nodes"].as_u64().is_some_and(|n| n > 10), "{p}");
+    }
+    let (code, out) = replay(&dir, &["rep", "--check-proofs"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("proofs checked: 2 of 2"), "{out}");
+    assert!(out.contains("checks re-run: 0 of 0"), "{out}");
+    // Tampered material: the root closed with nothing refuted (`00 00 01`: skip 0, no
+    // refutation, closed); the refutations of the first split's children dropped; a split
+    // on a neuron that does not exist.
+    let tree = doc["models"][0]["checks"][0]["evidence"]["proof"][0]["tree"]
+        .as_str()
+        .expect("tree")
+        .to_string();
+    let cases = [
+        ("closed", "000001".to_string(), "are left open"),
+        (
+            "bogus",
+            "000000".to_string() + "00ff7f" + "000001000001",
+            "no ReLU input",
+        ),
+        ("cut", tree[..tree.len() - 2].to_string(), "ends early"),
+    ];
+    for (name, t, want) in cases {
+        let mut d = doc.clone();
+        d["models"][0]["checks"][0]["evidence"]["proof"][0]["tree"] = serde_json::json!(t);
+        std::fs::create_dir_all(dir.join(name)).expect("mkdir");
+        std::fs::write(dir.join(name).join("report.json"), d.to_string()).expect("write");
+        let (code, out) = replay(&dir, &[name, "--check-proofs"]);
+        assert_eq!(code, 1, "{name}: {out}");
+        assert!(
+            out.contains("DISAGREES: proof of mlp/spec:"),
+            "{name}: {out}"
+        );
+        assert!(out.contains(want), "{name}: {out}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

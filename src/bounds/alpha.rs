@@ -50,33 +50,46 @@ impl Default for AlphaConfig {
     }
 }
 
-/// Initial slopes: CROWN's adaptive choice for every ReLU-like node reached from `v` (those
-/// up to its producer; a pass from an intermediate value never reaches the later ones).
-fn initial_alphas(c: &Crown, v: ValueId, rows: &[usize]) -> Alphas {
+/// The nodes that get optimised slopes in a pass from `v`, with their leak (lowest slope):
+/// every ReLU-like node up to `v`'s producer (a pass from an intermediate value never reaches
+/// the later ones) whose input has bounds.
+pub fn slope_nodes(c: &Crown, v: ValueId) -> Vec<(usize, f64)> {
     let g = c.g;
     let last = g.nodes.iter().position(|nd| nd.output == v);
     g.nodes
         .iter()
         .enumerate()
-        .map(|(idx, node)| {
-            if last.is_some_and(|l| idx > l) {
-                return None;
-            }
+        .filter(|&(idx, _)| last.is_none_or(|l| idx <= l))
+        .filter_map(|(idx, node)| {
             // Optimised slopes exist only for ReLU-like kinks (their lower line through the
             // origin); every other family keeps its CROWN relaxation.
             let leak = with_family!(&node.op, f => f.alpha_leak())?;
-            let b = c.bounds[node.inputs[0]].as_ref()?;
-            let n = g.values[node.inputs[0]].numel();
-            let mut a = Vec::with_capacity(rows.len() * n);
-            for &d in rows {
-                for j in 0..n {
-                    let (l, u) = (b.lo[d * n + j], b.hi[d * n + j]);
-                    a.push(if u > -l { 1.0 } else { leak });
-                }
-            }
-            Some(a)
+            c.bounds[node.inputs[0]].as_ref()?;
+            Some((idx, leak))
         })
         .collect()
+}
+
+/// Initial slopes: CROWN's adaptive choice for every node of [`slope_nodes`].
+fn initial_alphas(c: &Crown, v: ValueId, rows: &[usize]) -> Alphas {
+    let g = c.g;
+    let mut out: Alphas = vec![None; g.nodes.len()];
+    for (idx, leak) in slope_nodes(c, v) {
+        let node = &g.nodes[idx];
+        let Some(b) = c.bounds[node.inputs[0]].as_ref() else {
+            continue;
+        };
+        let n = g.values[node.inputs[0]].numel();
+        let mut a = Vec::with_capacity(rows.len() * n);
+        for &d in rows {
+            for j in 0..n {
+                let (l, u) = (b.lo[d * n + j], b.hi[d * n + j]);
+                a.push(if u > -l { 1.0 } else { leak });
+            }
+        }
+        out[idx] = Some(a);
+    }
+    out
 }
 
 /// Optimised lower bounds of `sum_j a0[r][j] v_j` for every row (`rows[r]` is its domain).

@@ -53,6 +53,12 @@ pub struct ProofCheck {
     pub seconds: f64,
     /// The check's time in the original run (its timings.json), when known.
     pub original_seconds: Option<f64>,
+    /// Of `seconds`, the time spent running the LP stage again (ReLU splitting that started
+    /// from its bounds: the tree's root).
+    pub lp_stage_seconds: f64,
+    /// Refutations whose stored parameters did not refute by themselves and were optimised
+    /// again from them (ReLU splitting).
+    pub reoptimized: usize,
     pub detail: String,
 }
 
@@ -227,6 +233,7 @@ fn check_proofs(
             let opts = super::checks::options(plan, sp.timeout_s);
             let start = std::time::Instant::now();
             let mut nodes = 0;
+            let (mut lp_s, mut reopt) = (0.0, 0);
             let mut detail = String::from("every node of every region's tree checks");
             let mut ok = true;
             for rp in &ev.proof {
@@ -237,7 +244,11 @@ fn check_proofs(
                     .ok_or_else(|| "its region does not exist".to_string())
                     .and_then(|region| crate::verify::proof::check(&mp.net, region, rp, &opts));
                 match res {
-                    Ok(st) => nodes += st.nodes,
+                    Ok(st) => {
+                        nodes += st.nodes;
+                        lp_s += st.lp_stage_s;
+                        reopt += st.reoptimized;
+                    }
                     Err(e) => {
                         ok = false;
                         detail = format!("region {}: {e}", rp.region);
@@ -257,6 +268,8 @@ fn check_proofs(
                 ok,
                 seconds: start.elapsed().as_secs_f64(),
                 original_seconds: original(&m.name, &c.id),
+                lp_stage_seconds: lp_s,
+                reoptimized: reopt,
                 detail,
             });
             done.insert((m.name.clone(), c.id.clone()));

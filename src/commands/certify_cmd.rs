@@ -286,12 +286,27 @@ pub fn replay_summary(r: &replay::ReplayReport) -> String {
             .map_or(String::new(), |n| format!(", sample of {n}"))
     );
     if !r.proofs.is_empty() {
-        let (t, o): (f64, f64) = r.proofs.iter().fold((0.0, 0.0), |(t, o), p| {
-            (t + p.seconds, o + p.original_seconds.unwrap_or(0.0))
+        let (t, o, lp): (f64, f64, f64) = r.proofs.iter().fold((0.0, 0.0, 0.0), |(t, o, lp), p| {
+            (
+                t + p.seconds,
+                o + p.original_seconds.unwrap_or(0.0),
+                lp + p.lp_stage_seconds,
+            )
         });
+        let lp = if lp > 0.0 {
+            format!(" ({lp:.2} s of it re-running the LP stage the searches started from)")
+        } else {
+            String::new()
+        };
+        let reopt: usize = r.proofs.iter().map(|p| p.reoptimized).sum();
+        let reopt = if reopt > 0 {
+            format!("; {reopt} stored bounds optimised again")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "  proofs checked: {} of {} ({} tree nodes bounded) in {t:.2} s, against {o:.2} s for the original search",
+            "  proofs checked: {} of {} ({} tree nodes bounded) in {t:.2} s{lp}, against {o:.2} s for the original checks{reopt}",
             ok(&r.proofs.iter().map(|p| p.ok).collect::<Vec<_>>()),
             r.proofs.len(),
             r.proofs.iter().map(|p| p.nodes).sum::<usize>()

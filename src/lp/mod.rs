@@ -472,14 +472,17 @@ fn set_time_limit(
 /// Tighten the bounds of undecided ReLU inputs layer by layer with LP (minimise and maximise
 /// each one over the relaxation built from the bounds so far), recomputing the later layers'
 /// CROWN bounds after each layer. Returns the CROWN engine with the tightened bounds for the
-/// single domain `input`; a layer the solver does not finish (time limit) ends the tightening
-/// with the layers before it kept, since each finished layer's bounds are sound on their own.
+/// single domain `input` and the number of layers tightened; a layer the solver does not
+/// finish (time limit) ends the tightening with the layers before it kept, since each
+/// finished layer's bounds are sound on their own. `layers` stops after that many (a proof
+/// checker repeats a run's tightening without its time limit).
 pub fn tighten_layers<'g>(
     g: &'g crate::ir::Graph,
     input: crate::domain::Intervals,
     cfg: crate::bounds::crown::CrownConfig,
     limits: &LpLimits,
-) -> Result<Crown<'g>, LpError> {
+    layers: Option<usize>,
+) -> Result<(Crown<'g>, usize), LpError> {
     use crate::bounds::crown::Seeds;
     use crate::transformers::relax;
     let mut c = Crown::new(g, input.clone(), 1, cfg);
@@ -488,6 +491,7 @@ pub fn tighten_layers<'g>(
     // exact and the LP gives nothing CROWN has not (mnistfc: 2.6 s of LPs on the first
     // layer, no bound changed).
     let mut relaxed_before = false;
+    let mut done = 0;
     for (idx, node) in g.nodes.iter().enumerate() {
         if !matches!(node.op, Op::Relu | Op::LeakyRelu { .. }) {
             relaxed_before |=
@@ -497,7 +501,9 @@ pub fn tighten_layers<'g>(
         if budget == 0 {
             continue;
         }
-        if cfg.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+        if cfg.deadline.is_some_and(|d| std::time::Instant::now() > d)
+            || layers.is_some_and(|n| done >= n)
+        {
             break;
         }
         let v = node.inputs[0];
@@ -539,6 +545,7 @@ pub fn tighten_layers<'g>(
             skip_before: producer + 1,
         };
         c = Crown::build(g, input.clone(), 1, cfg, Some(&seeds));
+        done += 1;
     }
-    Ok(c)
+    Ok((c, done))
 }

@@ -223,6 +223,8 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
         .is_some_and(|b| g.input_numel() <= b.input_split_dims);
     // Per open region, the LP stage's bounds of every value (seeds for branch and bound).
     let mut lp_bounds: Vec<Option<Vec<Option<Intervals>>>> = vec![None; spec.regions.len()];
+    // Per open region, the layers the LP stage tightened (proof material of ReLU splitting).
+    let mut lp_layers: Vec<Option<usize>> = vec![None; spec.regions.len()];
     if let (Some(limits), Method::AlphaCrown, false) = (&opts.lp, opts.method, input_split) {
         open_all = open_all
             .into_iter()
@@ -232,15 +234,15 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
                     let now = Instant::now();
                     now + d.saturating_duration_since(now) / 3
                 });
-                let LpStage { left, bounds } = lp_stage(
-                    net,
-                    &spec.regions[ri],
-                    &ks,
-                    opts,
-                    limits,
-                    lp_deadline,
-                    &mut report,
-                );
+                let LpStage {
+                    left,
+                    bounds,
+                    layers,
+                } = lp_stage(net, &spec.regions[ri], &ks, opts, limits, lp_deadline, None);
+                lp_layers[ri] = bounds.is_some().then_some(layers);
+                let n = ks.len() - left.len();
+                report.proved_by[3] += n;
+                report.disjuncts_proved += n;
                 lp_bounds[ri] = bounds;
                 if left.is_empty() {
                     report.regions_proved += 1;
@@ -266,6 +268,7 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     let mut undecided = None;
     for (ri, ks) in open_all {
         let root = lp_bounds[ri].take();
+        let lp_root = lp_layers[ri].filter(|_| root.is_some());
         let started_with = ks.clone();
         let (out, st) = bab::run(net, &spec.regions[ri], ri, ks, root, opts, bcfg, deadline);
         report.bab.domains += st.domains;
@@ -275,12 +278,14 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
             bab::BabOutcome::Verified(tree) => {
                 report.bab_regions += 1;
                 report.regions_proved += 1;
-                if let Some(t) = tree {
+                if let Some(m) = tree {
                     report.proofs.push(proof::RegionProof {
                         region: ri,
                         disjuncts: started_with,
-                        nodes: t.len(),
-                        tree: proof::to_hex(&t),
+                        branching: m.branching,
+                        lp_layers: lp_root.filter(|_| m.branching == proof::Branching::Relu),
+                        nodes: m.nodes,
+                        tree: proof::to_hex(&m.bytes),
                     });
                 }
             }
@@ -297,25 +302,27 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
 }
 
 /// Result of [`lp_stage`] on one region.
-struct LpStage {
+pub(crate) struct LpStage {
     /// Disjuncts still open.
-    left: Vec<usize>,
+    pub(crate) left: Vec<usize>,
     /// Bounds of every value after LP tightening (sound on the region), to seed branch and
-    /// bound; `None` when the network is too large for the limits or nothing is left open.
-    bounds: Option<Vec<Option<Intervals>>>,
+    /// bound; `None` when the network is too large for the limits.
+    pub(crate) bounds: Option<Vec<Option<Intervals>>>,
+    /// Layers LP tightening finished (the rest kept their CROWN bounds).
+    pub(crate) layers: usize,
 }
 
 /// LP stage on one region: layer-wise LP tightening of the undecided neurons, then LP on the
 /// constraints of the open disjuncts. All disjuncts stay open when the network is too large for
 /// the limits or the solver fails; the layers tightened before a time limit are kept.
-fn lp_stage(
+pub(crate) fn lp_stage(
     net: &Network,
     region: &Region,
     open: &[usize],
     opts: &VerifyOptions,
     limits: &crate::lp::LpLimits,
     deadline: Option<Instant>,
-    report: &mut VerifyReport,
+    layers: Option<usize>,
 ) -> LpStage {
     let g = &net.analysis;
     let cfg = crown::CrownConfig {
@@ -329,10 +336,11 @@ fn lp_stage(
         ..Default::default()
     };
     let input = Intervals::new(region.lower.clone(), region.upper.clone());
-    let Ok(c) = crate::lp::tighten_layers(g, input, cfg, limits) else {
+    let Ok((c, layers)) = crate::lp::tighten_layers(g, input, cfg, limits, layers) else {
         return LpStage {
             left: open.to_vec(),
             bounds: None,
+            layers: 0,
         };
     };
     let run = || -> Result<Vec<usize>, crate::lp::LpError> {
@@ -358,17 +366,13 @@ fn lp_stage(
             .filter(|k| !refuted_k.contains(k))
             .collect())
     };
-    let left = match run() {
-        Ok(left) => {
-            let n = open.len() - left.len();
-            report.proved_by[3] += n;
-            report.disjuncts_proved += n;
-            left
-        }
-        Err(_) => open.to_vec(),
-    };
-    let bounds = (!left.is_empty()).then(|| c.domain_bounds(0));
-    LpStage { left, bounds }
+    let left = run().unwrap_or_else(|_| open.to_vec());
+    let bounds = Some(c.domain_bounds(0));
+    LpStage {
+        left,
+        bounds,
+        layers,
+    }
 }
 
 /// Run IBP, CROWN and alpha-CROWN on a batch of regions; returns the disjuncts left open.

@@ -487,7 +487,13 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
         }
     }
     (
-        BabOutcome::Verified(crate::verify::proof::encode_tree(&tree)),
+        BabOutcome::Verified(crate::verify::proof::encode_tree(&tree).map(|bytes| {
+            crate::verify::proof::Material {
+                branching: crate::verify::proof::Branching::Input,
+                nodes: bytes.len(),
+                bytes,
+            }
+        })),
         stats,
     )
 }

@@ -31,6 +31,7 @@ mod input;
 mod relu;
 
 pub(crate) use input::bound_boxes;
+pub(crate) use relu::lp_refutes_domain;
 
 use super::attack::{self, to_f32_inside};
 use super::combine;
@@ -38,7 +39,7 @@ use super::{Counterexample, VerifyOptions};
 use crate::bounds::alpha;
 use crate::bounds::crown::{Crown, CrownConfig, Record, Seeds};
 use crate::domain::{Intervals, gamma};
-use crate::ir::{Op, ValueId};
+use crate::ir::ValueId;
 use crate::network::Network;
 use crate::spec::Region;
 use crate::transformers::relax;
@@ -48,9 +49,9 @@ use std::time::Instant;
 /// Result of branch and bound on one region.
 #[derive(Debug)]
 pub enum BabOutcome {
-    /// Every domain refuted; with input splitting, the search tree as proof material
-    /// ([`crate::verify::proof`]).
-    Verified(Option<Vec<u8>>),
+    /// Every domain refuted, with the search tree as proof material
+    /// ([`crate::verify::proof`]) where it could be encoded.
+    Verified(Option<crate::verify::proof::Material>),
     Falsified(Counterexample),
     Unknown,
     Timeout,

@@ -2,8 +2,11 @@
 //! bounded by beta-CROWN from its parent's bounds and optimised parameters.
 
 use super::*;
+use crate::verify::proof::relu::{End, Recorder, Refutation, encode_params};
 
 struct ReluDomain {
+    /// Node of the recorded tree (proof material).
+    id: usize,
     /// Split constraints `(value, element, active)`, newest last.
     splits: Vec<(ValueId, usize, bool)>,
     open: Vec<usize>,
@@ -34,13 +37,8 @@ pub(super) fn relu_split(
     for (i, n) in g.nodes.iter().enumerate() {
         producer[n.output] = i;
     }
-    let relu_inputs: Vec<(usize, ValueId)> = g
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| matches!(n.op, Op::Relu))
-        .map(|(i, n)| (i, n.inputs[0]))
-        .collect();
+    let relu_inputs = crate::verify::proof::relu::relu_inputs(g);
+    let mut tree = Recorder::default();
     let root_seeds: Arc<Vec<Option<Intervals>>> =
         Arc::new(root.unwrap_or_else(|| vec![None; g.values.len()]));
     // Work per domain grows with the squared layer width; keep a batch near a fixed budget so
@@ -57,6 +55,7 @@ pub(super) fn relu_split(
     let relu_batch =
         (cfg.batch * 128 * 128 / (width * width).max(1)).clamp(4.min(cfg.batch), cfg.batch);
     let mut stack = vec![ReluDomain {
+        id: tree.add(),
         splits: Vec::new(),
         open,
         seeds: root_seeds,
@@ -127,8 +126,9 @@ pub(super) fn relu_split(
             deadline,
             &warm_in,
         );
+        let infeasible: Vec<bool> = (0..nb).map(|b| c.infeasible(b)).collect();
         for (b, o) in open.iter_mut().enumerate() {
-            if c.infeasible(b) {
+            if infeasible[b] {
                 o.clear();
             }
         }
@@ -152,7 +152,29 @@ pub(super) fn relu_split(
             }
         }
         for (b, d) in batch.into_iter().enumerate() {
+            let node = &mut tree.nodes[d.id];
+            node.skip = skip_before;
+            if infeasible[b] {
+                node.end = End::Infeasible;
+                continue;
+            }
+            // What this domain refuted, with the parameters of each refuting bound.
+            for &k in d.open.iter().filter(|k| !open[b].contains(k)) {
+                let row = owner.iter().enumerate().find(|&(r, &(rb, rk, ci))| {
+                    rb == b
+                        && rk == k
+                        && crate::verify::refuted(&region.disjuncts[k][ci], pass.lower[r])
+                });
+                if let Some((_, &(_, _, ci))) = row {
+                    let params = warm[b]
+                        .iter()
+                        .find(|e| e.0 == (k, ci))
+                        .map(|e| encode_params(&c, b, &e.1));
+                    node.refuted.push(Refutation { k, ci, params });
+                }
+            }
             if open[b].is_empty() {
+                node.end = End::Closed;
                 continue;
             }
             // BaBSR-style score over the undecided ReLUs.
@@ -187,16 +209,28 @@ pub(super) fn relu_split(
                 // as column bounds (the clamped pre-activation intervals), so it may still
                 // refute the open disjuncts; otherwise give up on this region.
                 if lp_refutes_domain(&c, b, region, &open[b], opts, deadline) {
+                    tree.nodes[d.id].end = End::Lp;
                     continue;
                 }
                 return (BabOutcome::Unknown, stats);
             };
             let seeds = Arc::new(c.domain_bounds(b));
             let kid_warm = Arc::new(std::mem::take(&mut warm[b]));
-            for active in [false, true] {
+            let kids = [tree.add(), tree.add()];
+            let layer = relu_inputs
+                .iter()
+                .position(|&(_, rv)| rv == v)
+                .unwrap_or(usize::MAX);
+            tree.nodes[d.id].end = End::Split {
+                layer,
+                elem: j,
+                kids,
+            };
+            for (t, active) in [false, true].into_iter().enumerate() {
                 let mut splits = d.splits.clone();
                 splits.push((v, j, active));
                 stack.push(ReluDomain {
+                    id: kids[t],
                     splits,
                     open: open[b].clone(),
                     seeds: seeds.clone(),
@@ -205,13 +239,13 @@ pub(super) fn relu_split(
             }
         }
     }
-    (BabOutcome::Verified(None), stats)
+    (BabOutcome::Verified(tree.finish()), stats)
 }
 
 /// Whether the LP relaxation of domain `b` of `c` (triangle relaxation, split constraints as
 /// column bounds) refutes every disjunct in `open`, by safe dual bounds, or is provably empty.
 /// An LP error (size limit, time limit) refutes nothing.
-fn lp_refutes_domain(
+pub(crate) fn lp_refutes_domain(
     c: &Crown,
     b: usize,
     region: &Region,

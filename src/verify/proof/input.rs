@@ -1,43 +1,28 @@
-//! Proof material for `unsat` found by input splitting, and its checker.
+//! Proof material of input splitting: the search tree.
 //!
-//! The material is the search tree: in preorder, per node the input dimension it was split
-//! on (at the midpoint `0.5 lo + 0.5 hi`, recomputed exactly; bit 7 set when its children were
-//! bounded without its bounds as seeds) or a leaf mark, one byte each (hex in the report).
-//! The checker first bounds the region's box for the disjuncts the stages before the search
-//! refuted, then walks the tree: it bounds each child with CROWN (seeded with its parent's
-//! bounds of every value where the search was, sound on a sub-box), combined rows and
-//! alpha-CROWN, exactly the bounding the search used (bounds are not monotone in their
-//! seeds, so it follows the search's choices), and requires every disjunct still open at a
-//! node to be refuted by its children. The leaves cover the region (bisection), so when
-//! every node checks, the property holds on the whole region. It bounds each node once: no
-//! lookahead candidates, no attacks, no search heuristics.
+//! In preorder, per node the input dimension it was split on (at the midpoint `0.5 lo +
+//! 0.5 hi`, recomputed exactly; bit 7 set when its children were bounded without its bounds
+//! as seeds) or a leaf mark, one byte each (hex in the report). The checker first bounds the
+//! region's box for the disjuncts the stages before the search refuted, then walks the tree:
+//! it bounds each child with CROWN (seeded with its parent's bounds of every value where the
+//! search was, sound on a sub-box), combined rows and alpha-CROWN, exactly the bounding the
+//! search used (bounds are not monotone in their seeds, so it follows the search's choices),
+//! and requires every disjunct still open at a node to be refuted by its children. The leaves
+//! cover the region (bisection), so when every node checks, the property holds on the whole
+//! region. It bounds each node once: no lookahead candidates, no attacks, no search
+//! heuristics.
 
-use super::VerifyOptions;
-use super::bab::{self, bound_batch, concat_bounds, crown_cfg};
+use super::{ProofStats, RegionProof, from_hex};
 use crate::bounds::crown::{Crown, Record, Seeds};
 use crate::domain::Intervals;
 use crate::network::Network;
 use crate::spec::Region;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use crate::verify::VerifyOptions;
+use crate::verify::bab::{self, bound_batch, concat_bounds, crown_cfg};
 use std::sync::Arc;
 
 /// Leaf mark of the encoding.
 const LEAF: u8 = 0xff;
-
-/// The proof material of one region.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct RegionProof {
-    pub region: usize,
-    /// Disjuncts open when the search started (the others were refuted on the whole region
-    /// by the stages before it; the checker bounds the root for every disjunct).
-    pub disjuncts: Vec<usize>,
-    /// The input-splitting tree, preorder, one byte per node (`ff`: leaf, else the split
-    /// dimension), hex.
-    pub tree: String,
-    /// Nodes of the tree.
-    pub nodes: usize,
-}
 
 /// Bit of a node byte: its children were bounded without its bounds as seeds.
 const UNSEEDED: u8 = 0x80;
@@ -63,23 +48,6 @@ pub fn encode_tree(tree: &[Option<TreeNode>]) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// Hex of bytes.
-pub fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) {
-        return Err("odd number of hex digits".into());
-    }
-    (0..s.len() / 2)
-        .map(|i| {
-            u8::from_str_radix(s.get(2 * i..2 * i + 2).unwrap_or(""), 16)
-                .map_err(|e| format!("hex digit at {}: {e}", 2 * i))
-        })
-        .collect()
 }
 
 /// Children of every node of a preorder encoding (`None` for leaves). Iterative, so a deep
@@ -116,13 +84,6 @@ fn decode(bytes: &[u8]) -> Result<Vec<Option<TreeNode>>, String> {
     Ok(nodes)
 }
 
-/// What a proof check bounded.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct ProofStats {
-    /// Nodes bounded (the tree's).
-    pub nodes: usize,
-}
-
 struct Pending {
     node: usize,
     lo: Vec<f64>,
@@ -131,8 +92,9 @@ struct Pending {
     seeds: Option<Arc<Vec<Option<Intervals>>>>,
 }
 
-/// Check the proof `p` of `region` on `net`; `Err` names the first node that does not check.
-pub fn check(
+/// Check the input-splitting proof `p` of `region` on `net`; `Err` names the first node that
+/// does not check.
+pub(super) fn check(
     net: &Network,
     region: &Region,
     p: &RegionProof,
@@ -146,28 +108,11 @@ pub fn check(
     }
     let mut stats = ProofStats::default();
     // The disjuncts refuted before the search, on the whole region.
-    let before: Vec<usize> = (0..region.disjuncts.len())
-        .filter(|k| !p.disjuncts.contains(k))
-        .collect();
-    if !before.is_empty() {
-        stats.nodes += 1;
-        let input = Intervals::new(region.lower.clone(), region.upper.clone());
-        let c = Crown::build(g, input, 1, crown_cfg(opts, None), None);
-        let left = bound_batch(
-            &c,
-            region,
-            &[&before[..]],
-            opts,
-            Record::default(),
-            None,
-            &[],
-        );
-        if left.open.first().is_some_and(|o| !o.is_empty()) {
-            return Err(format!(
-                "disjuncts {:?} are not refuted on the region's box",
-                left.open[0]
-            ));
-        }
+    let left = super::open_before(net, region, p, opts, &mut stats);
+    if !left.is_empty() {
+        return Err(format!(
+            "disjuncts {left:?} are not refuted on the region's box"
+        ));
     }
     let mut queue = Vec::new();
     if !p.disjuncts.is_empty() {
@@ -293,6 +238,7 @@ fn bound_nodes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::proof::{from_hex, to_hex};
 
     /// A random tree of `n` splits over 5 inputs, as the search records it.
     fn random_tree(n: usize, seed: u64) -> Vec<Option<TreeNode>> {
