@@ -185,8 +185,10 @@ pub struct ReplayArgs {
     /// Worker threads of the re-run (default: number of CPUs).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Check the proof material of `unsat` specs (the input-splitting tree: each node bounded
-    /// once) instead of searching again; specs without material are re-run.
+    /// Check the proof material of `unsat` specs instead of searching again (input splitting's
+    /// tree: each node bounded once; ReLU splitting's: each node's bounds rebuilt and each
+    /// stored bound evaluated once, after the LP stage it started from); specs without
+    /// material are re-run.
     #[arg(long)]
     pub check_proofs: bool,
     /// Print the replay report as JSON.
