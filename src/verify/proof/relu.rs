@@ -443,7 +443,7 @@ fn check_group(
     net: &Network,
     region: &Region,
     relus: &[(usize, ValueId)],
-    tree: &[super::relu::Node],
+    tree: &[Node],
     group: Vec<Pending>,
     skip: usize,
     opts: &VerifyOptions,
