@@ -221,10 +221,9 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     let input_split = opts
         .bab
         .is_some_and(|b| g.input_numel() <= b.input_split_dims);
-    // Per open region, the LP stage's bounds of every value (seeds for branch and bound).
-    let mut lp_bounds: Vec<Option<Vec<Option<Intervals>>>> = vec![None; spec.regions.len()];
-    // Per open region, the layers the LP stage tightened (proof material of ReLU splitting).
-    let mut lp_layers: Vec<Option<usize>> = vec![None; spec.regions.len()];
+    // Per open region, the LP stage's bounds of every value (seeds for branch and bound) and
+    // the layers it tightened (proof material of ReLU splitting).
+    let mut lp_roots: Vec<Option<(Vec<Option<Intervals>>, usize)>> = vec![None; spec.regions.len()];
     if let (Some(limits), Method::AlphaCrown, false) = (&opts.lp, opts.method, input_split) {
         open_all = open_all
             .into_iter()
@@ -239,11 +238,10 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
                     bounds,
                     layers,
                 } = lp_stage(net, &spec.regions[ri], &ks, opts, limits, lp_deadline, None);
-                lp_layers[ri] = bounds.is_some().then_some(layers);
                 let n = ks.len() - left.len();
                 report.proved_by[3] += n;
                 report.disjuncts_proved += n;
-                lp_bounds[ri] = bounds;
+                lp_roots[ri] = bounds.map(|b| (b, layers));
                 if left.is_empty() {
                     report.regions_proved += 1;
                     None
@@ -267,8 +265,7 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     };
     let mut undecided = None;
     for (ri, ks) in open_all {
-        let root = lp_bounds[ri].take();
-        let lp_root = lp_layers[ri].filter(|_| root.is_some());
+        let (root, lp_layers) = lp_roots[ri].take().unzip();
         let started_with = ks.clone();
         let (out, st) = bab::run(net, &spec.regions[ri], ri, ks, root, opts, bcfg, deadline);
         report.bab.domains += st.domains;
@@ -283,7 +280,7 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
                         region: ri,
                         disjuncts: started_with,
                         branching: m.branching,
-                        lp_layers: lp_root.filter(|_| m.branching == proof::Branching::Relu),
+                        lp_layers,
                         nodes: m.nodes,
                         tree: proof::to_hex(&m.bytes),
                     });

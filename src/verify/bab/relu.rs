@@ -178,8 +178,9 @@ pub(super) fn relu_split(
                 continue;
             }
             // BaBSR-style score over the undecided ReLUs.
-            let mut best: Option<(f64, ValueId, usize)> = None;
-            for &(ni_node, v) in &relu_inputs {
+            // (score, ReLU layer, its input, element)
+            let mut best: Option<(f64, usize, ValueId, usize)> = None;
+            for (layer, &(ni_node, v)) in relu_inputs.iter().enumerate() {
                 let Some(acts) = pass.at_activation[ni_node].as_ref() else {
                     continue;
                 };
@@ -198,12 +199,12 @@ pub(super) fn relu_split(
                                 + a.max(0.0) * 1e-3 * (u.min(-l));
                         }
                     }
-                    if best.is_none_or(|(bs, _, _)| s > bs) {
-                        best = Some((s, v, j));
+                    if best.is_none_or(|(bs, ..)| s > bs) {
+                        best = Some((s, layer, v, j));
                     }
                 }
             }
-            let Some((_, v, j)) = best else {
+            let Some((_, layer, v, j)) = best else {
                 // Nothing left to split: CROWN bounds the domain's linear network over the
                 // whole box, ignoring the split constraints. The LP of the domain holds them
                 // as column bounds (the clamped pre-activation intervals), so it may still
@@ -217,10 +218,6 @@ pub(super) fn relu_split(
             let seeds = Arc::new(c.domain_bounds(b));
             let kid_warm = Arc::new(std::mem::take(&mut warm[b]));
             let kids = [tree.add(), tree.add()];
-            let layer = relu_inputs
-                .iter()
-                .position(|&(_, rv)| rv == v)
-                .unwrap_or(usize::MAX);
             tree.nodes[d.id].end = End::Split {
                 layer,
                 elem: j,

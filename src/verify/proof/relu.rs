@@ -377,7 +377,6 @@ pub(super) fn check(
     let mut stats = ProofStats::default();
     // The stages before the search: CROWN and alpha-CROWN on the region, then the LP stage.
     let left = super::open_before(net, region, p, opts, &mut stats);
-    let open = p.disjuncts.clone();
     let mut root = vec![None; g.values.len()];
     if !left.is_empty() || p.lp_layers.is_some() {
         let Some(limits) = &opts.lp else {
@@ -405,13 +404,13 @@ pub(super) fn check(
                 .ok_or("the LP stage gave no bounds to start from")?;
         }
     }
-    if open.is_empty() {
+    if p.disjuncts.is_empty() {
         return Ok(stats);
     }
     let mut queue = vec![Pending {
         node: 0,
         splits: Vec::new(),
-        open,
+        open: p.disjuncts.clone(),
         seeds: Arc::new(root),
     }];
     const BATCH: usize = 16;
