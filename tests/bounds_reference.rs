@@ -317,22 +317,31 @@ fn crown_matches_reference_and_is_never_looser_with_ibp_intersection() {
     assert!(n >= 100);
 }
 
+/// Plain real-arithmetic CROWN on an LP reference line's box: the intermediate bounds the
+/// reference LPs were built from.
+fn lp_line_crown<'g>(
+    g: &'g ferrocert::ir::Graph,
+    l: &Value,
+    images: &[Vec<f64>],
+) -> ferrocert::bounds::crown::Crown<'g> {
+    use ferrocert::bounds::crown::{Crown, CrownConfig};
+    let (lo, hi) = input_box(l, images);
+    let cfg = CrownConfig {
+        mode: FpMode::Real,
+        intersect_ibp: false,
+        ..CrownConfig::default()
+    };
+    Crown::new(g, Intervals::new(lo, hi), 1, cfg)
+}
+
 #[test]
 fn lp_safe_bound_matches_reference_lp() {
-    use ferrocert::bounds::crown::{Crown, CrownConfig};
     use ferrocert::lp::Encoding;
     let Some(fx) = fixture() else { return };
     let (mut n, mut worst, mut worst_gap) = (0, 0.0f64, 0.0f64);
     for l in fx.lines.iter().filter(|l| l["method"] == "lp") {
-        let net = &fx.nets[l["model"].as_str().unwrap()];
-        let g = &net.analysis;
-        let (lo, hi) = input_box(l, &fx.images);
-        let cfg = CrownConfig {
-            mode: FpMode::Real,
-            intersect_ibp: false,
-            ..CrownConfig::default()
-        };
-        let c = Crown::new(g, Intervals::new(lo, hi), 1, cfg);
+        let g = &fx.nets[l["model"].as_str().unwrap()].analysis;
+        let c = lp_line_crown(g, l, &fx.images);
         let enc = Encoding::new(&c, 0, 5_000_000).unwrap();
         let rows = row_ids(l);
         let label = l.get("label").and_then(|v| v.as_u64()).map(|v| v as usize);
@@ -371,4 +380,55 @@ fn lp_safe_bound_matches_reference_lp() {
         "{n} LP reference lines: worst relative difference {worst:.2e}; largest reported-minus-safe gap {worst_gap:.2e}"
     );
     assert!(n >= 100);
+}
+
+/// The LP of a prefix of the network (what LP tightening solves for an intermediate bound) is
+/// a relaxation of the whole network's LP: never tighter than it, and, holding the triangle
+/// relaxation, never looser than CROWN's bound from the same intermediate bounds.
+#[test]
+fn lp_prefix_bound_lies_between_crown_and_the_whole_lp() {
+    use ferrocert::ir::Op;
+    use ferrocert::lp::Encoding;
+    let Some(fx) = fixture() else { return };
+    let mut checked = 0;
+    for l in fx.lines.iter().filter(|l| l["method"] == "lp").take(12) {
+        let g = &fx.nets[l["model"].as_str().unwrap()].analysis;
+        let c = lp_line_crown(g, l, &fx.images);
+        // The last ReLU's input: the prefix leaves out the layers after it.
+        let v = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Relu))
+            .map(|n| n.inputs[0])
+            .last()
+            .expect("an MLP with ReLUs");
+        let whole = Encoding::new(&c, 0, 5_000_000).unwrap();
+        let part = Encoding::prefix(&c, 0, 5_000_000, Some(v)).unwrap();
+        assert!(part.size().1 < whole.size().1, "the prefix drops rows");
+        let cb = c.bounds[v].as_ref().expect("CROWN bounds of a ReLU input");
+        let n = g.values[v].numel();
+        let objs: Vec<Vec<(usize, f64)>> = [1.0, -1.0]
+            .iter()
+            .flat_map(|&s| (0..n).map(move |j| vec![(j, s)]))
+            .collect();
+        let bw = whole.lower_bounds(v, &objs, None).unwrap();
+        let bp = part.lower_bounds(v, &objs, None).unwrap();
+        for j in 0..n {
+            let (pl, ph) = (bp[j].safe, -bp[n + j].safe);
+            let (wl, wh) = (bw[j].safe, -bw[n + j].safe);
+            let tol = 1e-7 * (1.0 + cb.lo[j].abs().max(cb.hi[j].abs()));
+            assert!(
+                pl <= wl + tol && ph >= wh - tol,
+                "element {j}: prefix [{pl}, {ph}] tighter than whole [{wl}, {wh}]"
+            );
+            assert!(
+                pl >= cb.lo[j] - tol && ph <= cb.hi[j] + tol,
+                "element {j}: prefix [{pl}, {ph}] looser than CROWN [{}, {}]",
+                cb.lo[j],
+                cb.hi[j]
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} LP reference lines");
 }
