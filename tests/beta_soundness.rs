@@ -76,6 +76,29 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(),
         |k, a| a.copy_from_slice(&objs[k]),
         &cfg,
     );
+    // Rows leaving the ascent once their goal is met (here: every even row, at once) leave
+    // the other rows' bounds bit for bit as they were, and keep their own first bound.
+    let (early, _) = alpha::optimize_warm(
+        &c,
+        g.output,
+        &vec![0; objs.len()],
+        |k, a| a.copy_from_slice(&objs[k]),
+        &cfg,
+        &vec![None; objs.len()],
+        |k, _| k % 2 == 0,
+    );
+    for k in 0..objs.len() {
+        if k % 2 == 1 {
+            prop_assert_eq!(early[k].to_bits(), lower[k].to_bits(), "row {}", k);
+        } else {
+            prop_assert!(
+                early[k] <= lower[k],
+                "row {k}: {} above {}",
+                early[k],
+                lower[k]
+            );
+        }
+    }
     // Any multipliers >= 0 are sound, not only the optimised ones: large random ones too.
     let rows = vec![0; objs.len()];
     let betas: Vec<Vec<f64>> = rows
@@ -102,7 +125,11 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(),
         CHECKED.fetch_add(1, Ordering::SeqCst);
         for (k, o) in objs.iter().enumerate() {
             let val: f64 = (0..no).map(|j| o[j] * y[s * no + j] as f64).sum();
-            for (name, b) in [("optimised", lower[k]), ("random betas", fixed[k])] {
+            for (name, b) in [
+                ("optimised", lower[k]),
+                ("stopped early", early[k]),
+                ("random betas", fixed[k]),
+            ] {
                 prop_assert!(
                     b <= val + 1e-12 * (1.0 + val.abs()),
                     "{desc}\neps {eps} splits {splits:?}: objective {k} {name} bound {b} above sample {val}"

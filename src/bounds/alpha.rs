@@ -102,7 +102,7 @@ pub fn optimize(
     fill: impl Fn(usize, &mut [f64]) + Sync,
     cfg: &AlphaConfig,
 ) -> Vec<f64> {
-    optimize_warm(c, v, rows, fill, cfg, &vec![None; rows.len()]).0
+    optimize_warm(c, v, rows, fill, cfg, &vec![None; rows.len()], |_, _| false).0
 }
 
 /// The parameters that gave one row its best bound: slopes per ReLU-like node (`numel` of its
@@ -117,7 +117,9 @@ pub struct Warm {
 
 /// [`optimize`] starting each row from `warm[r]` where given (slopes of neurons still
 /// undecided; multipliers of the first splits, new splits start at 0). Also returns each row's
-/// best parameters, to warm-start its children.
+/// best parameters, to warm-start its children. A row leaves the ascent once `done(r, bound)`
+/// holds for its best bound (a search needs a disjunct refuted, not its bound at its best):
+/// the passes then carry only the rows still short of their goal.
 pub fn optimize_warm(
     c: &Crown,
     v: ValueId,
@@ -125,6 +127,7 @@ pub fn optimize_warm(
     fill: impl Fn(usize, &mut [f64]) + Sync,
     cfg: &AlphaConfig,
     warm: &[Option<&Warm>],
+    done: impl Fn(usize, f64) -> bool + Sync,
 ) -> (Vec<f64>, Vec<Warm>) {
     // Chunks small enough to use every core, large enough to keep the passes batched.
     let chunk = rows
@@ -144,6 +147,7 @@ pub fn optimize_warm(
                 |r, a| fill(start + r, a),
                 cfg,
                 &warm[start..end],
+                |r, l| done(start + r, l),
             )
         })
         .collect();
@@ -192,6 +196,7 @@ fn optimize_rows(
     fill: impl Fn(usize, &mut [f64]),
     cfg: &AlphaConfig,
     warm: &[Option<&Warm>],
+    done: impl Fn(usize, f64) -> bool,
 ) -> (Vec<f64>, Vec<Warm>) {
     let g = c.g;
     let n = g.values[v].numel();
@@ -231,11 +236,16 @@ fn optimize_rows(
     let mut best = vec![f64::NEG_INFINITY; r];
     let mut lr = cfg.lr;
     let mut lr_beta = cfg.lr_beta;
+    // The rows still optimised (indices into `rows`), and their domains; every per-row array
+    // below holds these rows only, in this order.
+    let mut active: Vec<usize> = (0..r).collect();
+    let mut act_rows: Vec<usize> = rows.to_vec();
     for it in 0..=cfg.iterations {
+        let ra = active.len();
         let pass = c.pass(
             v,
             a0.clone(),
-            rows,
+            &act_rows,
             Some(&alphas),
             with_betas.then_some(&betas),
             super::crown::Record {
@@ -243,19 +253,26 @@ fn optimize_rows(
                 input: true,
             },
         );
-        for (row, (b, &l)) in best.iter_mut().zip(&pass.lower).enumerate() {
-            if l > *b {
-                *b = l;
-                best_params[row] = snapshot(&alphas, &betas, r, row);
+        for (i, &l) in pass.lower.iter().enumerate() {
+            let row = active[i];
+            if l > best[row] {
+                best[row] = l;
+                best_params[row] = snapshot(&alphas, &betas, ra, i);
             }
         }
         if it == cfg.iterations || cfg.deadline.is_some_and(|d| std::time::Instant::now() > d) {
             break;
         }
+        let keep: Vec<usize> = (0..ra)
+            .filter(|&i| !done(active[i], best[active[i]]))
+            .collect();
+        if keep.is_empty() {
+            break;
+        }
         let (grads, beta_grads) = gradients(
             c,
             v,
-            rows,
+            &act_rows,
             &alphas,
             &pass.at_activation,
             pass.at_input.as_deref(),
@@ -275,8 +292,46 @@ fn optimize_rows(
         }
         lr *= cfg.decay;
         lr_beta *= cfg.decay;
+        if keep.len() < ra {
+            // Rows are independent in every pass, so dropping some leaves the others' ascent
+            // as it was.
+            keep_rows(&mut a0, ra, &keep);
+            for (a, ad) in alphas.iter_mut().zip(&mut adam) {
+                if let (Some(a), Some(ad)) = (a.as_mut(), ad.as_mut()) {
+                    keep_rows(a, ra, &keep);
+                    keep_rows(&mut ad.m, ra, &keep);
+                    keep_rows(&mut ad.s, ra, &keep);
+                }
+            }
+            let pick = |i: &usize| keep.contains(i);
+            betas = std::mem::take(&mut betas)
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| pick(i))
+                .map(|(_, b)| b)
+                .collect();
+            beta_adam = std::mem::take(&mut beta_adam)
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| pick(i))
+                .map(|(_, b)| b)
+                .collect();
+            active = keep.iter().map(|&i| active[i]).collect();
+            act_rows = keep.iter().map(|&i| act_rows[i]).collect();
+        }
     }
     (best, best_params)
+}
+
+/// Keep rows `keep` (ascending) of `x`, which holds `r` rows of equal length.
+fn keep_rows(x: &mut Vec<f64>, r: usize, keep: &[usize]) {
+    let m = x.len() / r.max(1);
+    for (to, &from) in keep.iter().enumerate() {
+        if to != from {
+            x.copy_within(from * m..(from + 1) * m, to * m);
+        }
+    }
+    x.truncate(keep.len() * m);
 }
 
 /// Row `row`'s slopes and multipliers (of `r` rows), stored as f32 (they only guide a start).

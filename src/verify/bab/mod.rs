@@ -179,8 +179,20 @@ pub(crate) fn bound_batch(
                 w.iter().find(|e| e.0 == (k, ci)).map(|e| &e.1)
             })
             .collect();
-        let (opt, best) =
-            alpha::optimize_warm(c, g.output, &sdoms, |r, a| fill(sel[r], a), &acfg, &start);
+        // A row whose bound refutes its constraint needs no further steps.
+        let refutes = |r: usize, l: f64| {
+            let (_, k, ci) = owner[sel[r]];
+            super::refuted(&region.disjuncts[k][ci], l)
+        };
+        let (opt, best) = alpha::optimize_warm(
+            c,
+            g.output,
+            &sdoms,
+            |r, a| fill(sel[r], a),
+            &acfg,
+            &start,
+            refutes,
+        );
         for ((&r, l), p) in sel.iter().zip(opt).zip(best) {
             pass.lower[r] = pass.lower[r].max(l);
             let (b, k, ci) = owner[r];

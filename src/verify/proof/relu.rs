@@ -519,7 +519,8 @@ fn check_group(
             ..opts.alpha
         };
         let tfill = |r: usize, a: &mut [f64]| fill(tuned[r].1, tuned[r].2, a);
-        let (lower, _) = alpha::optimize_warm(&c, g.output, &doms, tfill, &once, &warm);
+        let (lower, _) =
+            alpha::optimize_warm(&c, g.output, &doms, tfill, &once, &warm, |_, _| false);
         // Rows the stored parameters do not refute by themselves: optimise from them.
         let again: Vec<usize> = (0..tuned.len())
             .filter(|&r| !refuted(&region.disjuncts[tuned[r].1][tuned[r].2], lower[r]))
@@ -540,6 +541,7 @@ fn check_group(
                 |t, a| tfill(again[t], a),
                 &cfg,
                 &awarm,
+                |t, l| refuted(&region.disjuncts[tuned[again[t]].1][tuned[again[t]].2], l),
             );
             for (&r, l) in again.iter().zip(l2) {
                 lower[r] = lower[r].max(l);
