@@ -303,24 +303,24 @@ fn optimize_rows(
                     keep_rows(&mut ad.s, ra, &keep);
                 }
             }
-            let pick = |i: &usize| keep.contains(i);
-            betas = std::mem::take(&mut betas)
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| pick(i))
-                .map(|(_, b)| b)
-                .collect();
-            beta_adam = std::mem::take(&mut beta_adam)
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| pick(i))
-                .map(|(_, b)| b)
-                .collect();
-            active = keep.iter().map(|&i| active[i]).collect();
-            act_rows = keep.iter().map(|&i| act_rows[i]).collect();
+            keep_items(&mut betas, &keep);
+            keep_items(&mut beta_adam, &keep);
+            keep_items(&mut active, &keep);
+            keep_items(&mut act_rows, &keep);
         }
     }
     (best, best_params)
+}
+
+/// Keep items `keep` (ascending indices) of `x`, in order.
+fn keep_items<T>(x: &mut Vec<T>, keep: &[usize]) {
+    let mut k = keep.iter().peekable();
+    let mut i = 0;
+    x.retain(|_| {
+        let hit = k.next_if_eq(&&i).is_some();
+        i += 1;
+        hit
+    });
 }
 
 /// Keep rows `keep` (ascending) of `x`, which holds `r` rows of equal length.
