@@ -345,33 +345,25 @@ impl Encoding {
             let solved = model
                 .try_solve()
                 .map_err(|e| LpError::Solver(format!("HiGHS: {e:?}")))?;
+            let status = solved.status();
+            if status == HighsModelStatus::ReachedTimeLimit {
+                return Err(LpError::Solver("time limit".into()));
+            }
+            // Any multipliers give a rigorous bound (`safe_lower`), so a solve HiGHS gave up
+            // on (status Unknown, seen on mnistfc 256x4's fourth ReLU layer after 49 good
+            // solves) still yields one, maybe weak.
             let sol = solved.get_solution();
-            let reported = cost.iter().zip(sol.columns()).map(|(c, x)| c * x).sum();
-            match solved.status() {
-                HighsModelStatus::Optimal => {
-                    out.push(LpBound {
-                        safe: self.safe_lower(&cost, sol.dual_rows()),
-                        reported,
-                    });
-                    model = solved.into();
-                }
-                HighsModelStatus::ReachedTimeLimit => {
-                    return Err(LpError::Solver("time limit".into()));
-                }
-                // Any multipliers give a rigorous bound (`safe_lower`), so a solve HiGHS gave
-                // up on (status Unknown, seen on mnistfc 256x4's third ReLU layer after 49
-                // good solves) still yields one, maybe weak, and the rest of the objectives
-                // go on in a fresh model, away from the basis it failed from. The failure
-                // does not depend on time, so a proof checker meets the same one.
-                _ => {
-                    out.push(LpBound {
-                        safe: self.safe_lower(&cost, sol.dual_rows()),
-                        reported,
-                    });
-                    let (fresh, _) = self.highs_model();
-                    model = fresh;
-                    previous.clear();
-                }
+            out.push(LpBound {
+                safe: self.safe_lower(&cost, sol.dual_rows()),
+                reported: cost.iter().zip(sol.columns()).map(|(c, x)| c * x).sum(),
+            });
+            if status == HighsModelStatus::Optimal {
+                model = solved.into();
+            } else {
+                // The rest go on in a fresh model, away from the basis it failed from. The
+                // failure does not depend on time, so a proof checker meets the same one.
+                model = self.highs_model().0;
+                previous.clear();
             }
         }
         Ok(out)
@@ -591,9 +583,9 @@ pub fn tighten_layers<'g>(
             .flat_map(|&s| unstable.iter().map(move |&j| vec![(j, s)]))
             .collect();
         // A layer that cannot finish by the deadline is lost whole, and its time with it
-        // (mnistfc 256x4 prop_14_0.05: 20 s of a 25 s stage on a third layer cut off), so
-        // it is not started when the last layer's time per objective, at least, says so;
-        // deeper layers' LPs were never cheaper per objective in our runs.
+        // (mnistfc 256x4 prop_14_0.05: 20 s of a 25 s stage on its fourth ReLU layer, cut
+        // off), so it is not started when the last layer's time per objective, at least, says
+        // so; deeper layers' LPs were never cheaper per objective in our runs.
         if let (Some(d), Some(rate)) = (cfg.deadline, per_objective) {
             let left = d.saturating_duration_since(std::time::Instant::now());
             if rate * objs.len() as f64 > left.as_secs_f64() {
