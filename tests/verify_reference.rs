@@ -162,3 +162,40 @@ fn alpha_crown_is_never_looser_than_crown_and_strictly_tighter_on_most_mnistfc_s
     );
     assert!(tighter * 2 > total, "{tighter} of {total}");
 }
+
+/// Filtered smart branching (`fsb_candidates > 1`, off by default) changes only which ReLU
+/// each domain splits: on mnistfc 256x2 it must give no wrong verdict, check every
+/// counterexample (the search does), and still decide most instances within 10 s each.
+#[test]
+fn filtered_smart_branching_is_never_wrong_on_mnistfc_256x2() {
+    use ferrocert::verify::bab::BabConfig;
+    let Some(shared) = common::shared_benchmarks() else {
+        return;
+    };
+    let d = shared.join("mnistfc");
+    let opts = VerifyOptions {
+        timeout: Some(std::time::Duration::from_secs(10)),
+        bab: Some(BabConfig {
+            fsb_candidates: 4,
+            ..BabConfig::default()
+        }),
+        ..VerifyOptions::default()
+    };
+    let mut decided = 0;
+    for (onnx, vnnlib, exp) in expected(&d.join("expected.csv")) {
+        if !onnx.contains("256x2") {
+            continue;
+        }
+        let (run, err) = verify_files(&d.join(&onnx), &d.join(&vnnlib), &opts);
+        assert!(err.is_none(), "{onnx} {vnnlib}: {err:?}");
+        let got = match run.verdict {
+            Verdict::Verified => "unsat",
+            Verdict::Falsified(_) => "sat",
+            _ => continue,
+        };
+        assert_eq!(got, exp, "{onnx} {vnnlib}");
+        decided += 1;
+    }
+    eprintln!("filtered smart branching decided {decided} of 30 mnistfc 256x2 instances");
+    assert!(decided >= 24, "only {decided} of 30 decided");
+}

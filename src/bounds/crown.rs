@@ -306,6 +306,112 @@ impl<'g> Crown<'g> {
             .collect()
     }
 
+    /// A batch of one-split children with every other bound fixed: child `i` is domain
+    /// `picks[i].0` of `self` with pre-activation element `picks[i].2` of value `picks[i].1`
+    /// clamped to `>= 0` (`picks[i].3`, active) or `<= 0`, and the relaxation of the nodes
+    /// reading that value fixed again from the clamped bounds. Sound for the child: every
+    /// bound of the parent holds on the child's subset of it, the clamp is the split itself,
+    /// and a relaxation from tighter input bounds is a relaxation there. The children keep the
+    /// parent's split list, so its multipliers ([`Betas`]) apply unchanged. Used to score a
+    /// split before making it (the bounds later values would gain are not recomputed).
+    pub fn children(&self, picks: &[(usize, ValueId, usize, bool)]) -> Crown<'g> {
+        let g = self.g;
+        let nd = picks.len();
+        let take = |per: usize| -> Vec<usize> {
+            picks
+                .iter()
+                .flat_map(|&(d, ..)| d * per..(d + 1) * per)
+                .collect()
+        };
+        let numel = |v: ValueId| g.values[v].numel();
+        let bounds: Vec<Option<Intervals>> = self
+            .bounds
+            .iter()
+            .enumerate()
+            .map(|(v, b)| {
+                b.as_ref().map(|b| {
+                    let idx = take(numel(v));
+                    Intervals::new(
+                        idx.iter().map(|&i| b.lo[i]).collect(),
+                        idx.iter().map(|&i| b.hi[i]).collect(),
+                    )
+                })
+            })
+            .collect();
+        let errs = self
+            .errs
+            .iter()
+            .enumerate()
+            .map(|(v, e)| {
+                e.as_ref()
+                    .map(|e| take(numel(v)).iter().map(|&i| e[i]).collect())
+            })
+            .collect();
+        let lines = self
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(v, l)| {
+                l.as_ref()
+                    .map(|l| take(numel(v)).iter().map(|&i| l[i]).collect())
+            })
+            .collect();
+        let pools = self
+            .pools
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| picks.iter().map(|&(d, ..)| p[d].clone()).collect())
+            })
+            .collect();
+        let mut c = Crown {
+            g,
+            rnd: self.rnd,
+            domains: nd,
+            bounds,
+            errs,
+            lines,
+            pools,
+            terms: self.terms,
+            terms_total: self.terms_total,
+            early: self.early,
+            alpha: self.alpha,
+            splits: picks
+                .iter()
+                .map(|&(d, ..)| self.splits[d].clone())
+                .collect(),
+        };
+        let mut touched: Vec<ValueId> = Vec::new();
+        for (i, &(_, v, j, active)) in picks.iter().enumerate() {
+            let n = numel(v);
+            if let Some(b) = c.bounds[v].as_mut() {
+                if active {
+                    b.lo[i * n + j] = b.lo[i * n + j].max(0.0);
+                } else {
+                    b.hi[i * n + j] = b.hi[i * n + j].min(0.0);
+                }
+            }
+            if !touched.contains(&v) {
+                touched.push(v);
+            }
+        }
+        for node in &g.nodes {
+            if node.inputs.first().is_none_or(|i| !touched.contains(i)) {
+                continue;
+            }
+            let Some(xb) = c.bounds[node.inputs[0]].as_ref() else {
+                continue;
+            };
+            let at = At { g, node, batch: nd };
+            match with_family!(&node.op, f => f.relaxation(&at, xb, &c.rnd)) {
+                Relaxation::None => {}
+                Relaxation::Lines(l) => c.lines[node.output] = Some(l),
+                Relaxation::Pool(p) => c.pools[node.output] = Some(p),
+            }
+        }
+        c
+    }
+
     /// CROWN bounds for the elements of `v` that need them (the undecided ones; in plain CROWN
     /// all of them unless `v` feeds a kink); intersect or replace.
     fn tighten(&mut self, v: ValueId, need: Need, intersect: bool) {

@@ -54,6 +54,9 @@ pub trait Scalar:
     fn tanh(self) -> Self;
     fn max(self, o: Self) -> Self;
     fn min(self, o: Self) -> Self;
+    /// `C = A B` for row-major `A` (`m x p`), `B` (`p x n`), `C` (`m x n`): the thin
+    /// products of backward passes ([`kernels::gemm_rows_f64`] in f64).
+    fn gemm_rows(m: usize, p: usize, n: usize, a: &[Self], b: &[Self], c: &mut [Self]);
     /// The copy of a parameter in this precision.
     fn param(p: &Param) -> &[Self];
     /// An elementwise function in this precision (float32: as the deployed network does).
@@ -81,7 +84,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $field:ident, $gemm:path, $apply:ident) => {
+    ($t:ty, $field:ident, $gemm:path, $rows:path, $apply:ident) => {
         impl Scalar for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -103,6 +106,9 @@ macro_rules! impl_scalar {
             }
             fn min(self, o: Self) -> Self {
                 <$t>::min(self, o)
+            }
+            fn gemm_rows(m: usize, p: usize, n: usize, a: &[Self], b: &[Self], c: &mut [Self]) {
+                $rows(m, p, n, a, b, c)
             }
             fn param(p: &Param) -> &[Self] {
                 &p.$field
@@ -132,8 +138,20 @@ macro_rules! impl_scalar {
     };
 }
 
-impl_scalar!(f32, f32, matrixmultiply::sgemm, value_f32);
-impl_scalar!(f64, f64, matrixmultiply::dgemm, value);
+impl_scalar!(
+    f32,
+    f32,
+    matrixmultiply::sgemm,
+    kernels::gemm_rows_f32,
+    value_f32
+);
+impl_scalar!(
+    f64,
+    f64,
+    matrixmultiply::dgemm,
+    kernels::gemm_rows_f64,
+    value
+);
 
 /// Apply one node to its inputs' batched data (its family's [`crate::ops::Family::eval`]).
 pub fn run_node<T: Scalar>(g: &Graph, node: &Node, inputs: &[&[T]], batch: usize) -> Vec<T> {

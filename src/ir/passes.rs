@@ -254,12 +254,20 @@ fn per_axis(v: &[f64], outer: usize, k: usize, inner: usize) -> Option<Vec<f64>>
     Some(per)
 }
 
+/// `Some` when every fused weight is finite: a product that overflowed leaves the layers
+/// unfused (the backward kernels skip zero coefficients, which is exact for finite weights).
+fn finite(w: &[f64]) -> Option<()> {
+    w.iter().all(|v| v.is_finite()).then_some(())
+}
+
 fn rebuild_linear(l: &Linear, w: Vec<f64>, bias: Option<Vec<f64>>, fp: FpModel) -> Linear {
     Linear {
         weight_abs: w.iter().map(|v| v.abs()).collect(),
         weight: Param::from_f64(l.weight.shape.clone(), w),
         bias: bias.map(|b| Param::from_f64(vec![l.p], b)),
         fp,
+        // New weights: their transposes are built from them, not copied.
+        transposed: Default::default(),
         ..l.clone()
     }
 }
@@ -298,6 +306,7 @@ fn affine_into_linear(a: &Affine, l: &Linear) -> Option<Linear> {
         }
     }
     let has_bias = l.bias.is_some() || t.iter().any(|&v| v != 0.0);
+    finite(&w)?;
     Some(rebuild_linear(
         l,
         w,
@@ -329,6 +338,7 @@ fn linear_then_affine(l: &Linear, a: &Affine) -> Option<Linear> {
         offset[pp] = s[pp].abs() * l.fp.offset[pp] + o[pp];
     }
     let has_bias = l.bias.is_some() || t.iter().any(|&v| v != 0.0);
+    finite(&w)?;
     Some(rebuild_linear(
         l,
         w,

@@ -1105,6 +1105,7 @@ impl Builder<'_> {
             .as_ref()
             .map_or(vec![0.0; p], |b| b.iter().map(|v| v.abs()).collect());
         let lin = Linear {
+            transposed: Default::default(),
             weight_abs: w.iter().map(|v| v.abs()).collect(),
             weight: Param::from_f64(vec![p, k], w),
             bias: bias.map(|b| Param::from_f64(vec![p], b)),

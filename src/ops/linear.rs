@@ -54,25 +54,22 @@ impl Family for Linear {
             rnd,
             l.k,
             l.fp.extra_roundings,
-            |v, abs, bias| {
-                let w = if abs { &l.weight_abs } else { &l.weight.f64 };
-                kernels::linear(
-                    l,
-                    w,
-                    if bias {
-                        l.bias.as_ref().map(|b| &b.f64[..])
-                    } else {
-                        None
-                    },
-                    v,
-                    batch,
-                )
-            },
+            |v, abs, bias| l.times_f64(abs, bias, v, batch),
             |j| l.fp.offset[(j / l.inner) % l.p],
         )
     }
 
-    exactly_linear!();
+    exactly_linear!(own_forward);
+
+    fn relaxed_forward(
+        &self,
+        _pass: &crate::bounds::alpha::RelaxedPass,
+        at: &At,
+        ins: &[&[f64]],
+    ) -> (Vec<f64>, Option<Vec<f64>>) {
+        let x = ins.first().copied().unwrap_or(&[]);
+        (self.times_f64(false, true, x, at.batch), None)
+    }
 
     fn backward_error(
         &self,
@@ -85,7 +82,7 @@ impl Family for Linear {
         let x = bounds[at.node.inputs[0]].as_ref()?;
         let (n_in, out_n) = (at.in_n(0), at.out_n());
         let absx = x.shifted_abs_max(n_in, l.fp.input_shift.as_deref(), |i| l.input_feature(i));
-        let mag = kernels::linear(l, &l.weight_abs, None, &absx, at.batch);
+        let mag = l.times_f64(true, false, &absx, at.batch);
         let mag: Vec<f64> = mag
             .iter()
             .enumerate()

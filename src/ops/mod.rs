@@ -25,6 +25,19 @@
 /// evaluation. Invoked inside an `impl Family`, so each family still opts in by name.
 macro_rules! exactly_linear {
     () => {
+        exactly_linear!(own_forward);
+
+        fn relaxed_forward(
+            &self,
+            _pass: &$crate::bounds::alpha::RelaxedPass,
+            at: &$crate::ops::At,
+            ins: &[&[f64]],
+        ) -> (Vec<f64>, Option<Vec<f64>>) {
+            (self.eval(at, ins), None)
+        }
+    };
+    // Every method but the relaxed forward pass, which the family writes itself.
+    (own_forward) => {
         fn needs(&self) -> $crate::ops::Need {
             $crate::ops::Need::No
         }
@@ -50,15 +63,6 @@ macro_rules! exactly_linear {
 
         fn alpha_leak(&self) -> Option<f64> {
             None
-        }
-
-        fn relaxed_forward(
-            &self,
-            _pass: &$crate::bounds::alpha::RelaxedPass,
-            at: &$crate::ops::At,
-            ins: &[&[f64]],
-        ) -> (Vec<f64>, Option<Vec<f64>>) {
-            (self.eval(at, ins), None)
         }
     };
 }
