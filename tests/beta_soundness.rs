@@ -20,8 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// both.
 static DOMAINS: AtomicUsize = AtomicUsize::new(0);
 static CHECKED: AtomicUsize = AtomicUsize::new(0);
-/// Objective values checked against a one-split child's bound ([`Crown::children`]).
-static KID_CHECKED: AtomicUsize = AtomicUsize::new(0);
 
 fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(), TestCaseError> {
     let (model, desc) = netgen::random_model(kinds, false, seed);
@@ -111,28 +109,6 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(),
     let fixed = c
         .pass(g.output, a0, &rows, None, Some(&betas), Record::default())
         .lower;
-    // A one-split child with every other bound fixed (what filtered smart branching scores):
-    // sound on the child's points, here with its ascent run too.
-    let extra = unstable
-        .iter()
-        .copied()
-        .filter(|&(v, j)| {
-            let b = c.bounds[v].as_ref().expect("bounds");
-            relax::unstable(b.lo[j], b.hi[j])
-        })
-        .nth(r.int(0, 3));
-    let kid = extra.map(|(v, j)| {
-        let active = r.unit() < 0.5;
-        let kids = c.children(&[(0, v, j, active)]);
-        let lower = alpha::optimize(
-            &kids,
-            g.output,
-            &vec![0; objs.len()],
-            |k, a| a.copy_from_slice(&objs[k]),
-            &cfg,
-        );
-        ((v, j, active), lower)
-    });
     DOMAINS.fetch_add(1, Ordering::SeqCst);
     let n = 10_000;
     let xs = common::sample_box(&lo, &hi, n, &mut r);
@@ -147,20 +123,8 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, nsplits: usize) -> Result<(),
             continue;
         }
         CHECKED.fetch_add(1, Ordering::SeqCst);
-        let in_kid = kid.as_ref().filter(|&&((v, j, active), _)| {
-            let z = vals[v].as_ref().expect("pre-activation")[s * g.values[v].numel() + j];
-            if active { z >= 0.0 } else { z <= 0.0 }
-        });
         for (k, o) in objs.iter().enumerate() {
             let val: f64 = (0..no).map(|j| o[j] * y[s * no + j] as f64).sum();
-            if let Some((split, kl)) = in_kid {
-                KID_CHECKED.fetch_add(1, Ordering::SeqCst);
-                prop_assert!(
-                    kl[k] <= val + 1e-12 * (1.0 + val.abs()),
-                    "{desc}\neps {eps} splits {splits:?} + {split:?}: objective {k} child bound {} above sample {val}",
-                    kl[k]
-                );
-            }
             for (name, b) in [
                 ("optimised", lower[k]),
                 ("stopped early", early[k]),
@@ -183,13 +147,9 @@ fn beta_crown_bounds_contain_the_domain() {
         DOMAINS.load(Ordering::SeqCst),
         CHECKED.load(Ordering::SeqCst),
     );
-    let kid = KID_CHECKED.load(Ordering::SeqCst);
-    eprintln!(
-        "{domains} split domains bounded, {checked} samples checked inside them, {kid} \
-         objective values inside one-split children"
-    );
+    eprintln!("{domains} split domains bounded, {checked} samples checked inside them");
     assert!(
-        domains >= 8 && checked >= 20_000 && kid >= 10_000,
-        "too little was checked: {domains} domains, {checked} samples, {kid} in children"
+        domains >= 8 && checked >= 20_000,
+        "too little was checked: {domains} domains, {checked} samples"
     );
 }

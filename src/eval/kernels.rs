@@ -1,8 +1,8 @@
 //! Batched dense kernels shared by the evaluator and the bound engines.
 //!
 //! All kernels take the outer batch size explicitly and work on C-order slices. Linear and
-//! convolution layers go through one matrix-matrix product (matrixmultiply's blocked GEMM),
-//! never a per-neuron loop.
+//! convolution layers go through one matrix-matrix product (matrixmultiply's blocked GEMM, or
+//! for the thin f64 products of backward passes [`gemm_rows_f64`]), never a per-neuron loop.
 
 use super::Scalar;
 use crate::ir::{Conv, FILL, Linear, Pool, Window};

@@ -78,12 +78,6 @@ pub struct BabConfig {
     /// Input splitting: candidate dimensions bounded before choosing a split (1 = no
     /// lookahead, the best-scored dimension).
     pub lookahead: usize,
-    /// ReLU splitting: undecided ReLUs the branching score ranks first and filtered smart
-    /// branching re-scores by bounding their children (1 = the best-scored one, BaBSR-style,
-    /// the default: with 4, mnistfc 256x4 prop_11_0.05 took 351 domains instead of 153, and
-    /// oval21 cifar_base_kw img8194 1,581 instead of 1,469, since children bounded with every
-    /// other bound fixed miss what a split gains through the later layers' bounds).
-    pub fsb_candidates: usize,
 }
 
 impl Default for BabConfig {
@@ -93,7 +87,6 @@ impl Default for BabConfig {
             max_open: 200_000,
             input_split_dims: 16,
             lookahead: 5,
-            fsb_candidates: 1,
         }
     }
 }

@@ -177,18 +177,34 @@ pub(super) fn relu_split(
                 node.end = End::Closed;
                 continue;
             }
-            let best = choose_split(
-                &c,
-                b,
-                region,
-                &owner,
-                &open[b],
-                &pass,
-                &relu_inputs,
-                &warm[b],
-                cfg,
-            );
-            let Some((layer, v, j)) = best else {
+            // BaBSR-style score over the undecided ReLUs.
+            // (score, ReLU layer, its input, element)
+            let mut best: Option<(f64, usize, ValueId, usize)> = None;
+            for (layer, &(ni_node, v)) in relu_inputs.iter().enumerate() {
+                let Some(acts) = pass.at_activation[ni_node].as_ref() else {
+                    continue;
+                };
+                let bd = c.bounds[v].as_ref().expect("bounds");
+                let n = g.values[v].numel();
+                for j in 0..n {
+                    let (l, u) = (bd.lo[b * n + j], bd.hi[b * n + j]);
+                    if !relax::unstable(l, u) {
+                        continue;
+                    }
+                    let mut s = 0.0;
+                    for (r, &(rb, k, _)) in owner.iter().enumerate() {
+                        if rb == b && open[b].contains(&k) {
+                            let a = acts[r * n + j];
+                            s += (-a).max(0.0) * (-u * l / (u - l))
+                                + a.max(0.0) * 1e-3 * (u.min(-l));
+                        }
+                    }
+                    if best.is_none_or(|(bs, ..)| s > bs) {
+                        best = Some((s, layer, v, j));
+                    }
+                }
+            }
+            let Some((_, layer, v, j)) = best else {
                 // Nothing left to split: CROWN bounds the domain's linear network over the
                 // whole box, ignoring the split constraints. The LP of the domain holds them
                 // as column bounds (the clamped pre-activation intervals), so it may still
@@ -259,126 +275,4 @@ pub(crate) fn lp_refutes_domain(
                     .any(|(ct, r)| crate::verify::refuted(ct, r.safe))
             })
     })
-}
-
-/// The ReLU split of domain `b` of `c`: the BaBSR-style score ranks the undecided ReLUs (the
-/// slack the upper relaxation line adds to each open row's bound, `max(-A_j, 0) * (-u l /
-/// (u - l))`, plus a small share of the lower side's), then, with `cfg.fsb_candidates > 1`,
-/// filtered smart branching re-scores the best few by bounding both children of each
-/// ([`Crown::children`]: every other bound fixed, the domain's optimised slopes and
-/// multipliers, no ascent) and keeps the one whose worse child comes closest to refuting its
-/// open disjuncts. Only the choice of split depends on it, never a bound. Returns `(ReLU
-/// layer, its input, element)`, or `None` when nothing is left to split.
-#[allow(clippy::too_many_arguments)]
-fn choose_split(
-    c: &Crown,
-    b: usize,
-    region: &Region,
-    owner: &[(usize, usize, usize)],
-    open: &[usize],
-    pass: &crate::bounds::crown::Pass,
-    relu_inputs: &[(usize, ValueId)],
-    warm: &RowWarm,
-    cfg: &BabConfig,
-) -> Option<(usize, ValueId, usize)> {
-    let g = c.g;
-    // (score, ReLU layer, its input, element), best first.
-    let mut ranked: Vec<(f64, usize, ValueId, usize)> = Vec::new();
-    let keep = cfg.fsb_candidates.max(1);
-    for (layer, &(ni_node, v)) in relu_inputs.iter().enumerate() {
-        let Some(acts) = pass.at_activation[ni_node].as_ref() else {
-            continue;
-        };
-        let bd = c.bounds[v].as_ref().expect("bounds");
-        let n = g.values[v].numel();
-        for j in 0..n {
-            let (l, u) = (bd.lo[b * n + j], bd.hi[b * n + j]);
-            if !relax::unstable(l, u) {
-                continue;
-            }
-            let mut s = 0.0;
-            for (r, &(rb, k, _)) in owner.iter().enumerate() {
-                if rb == b && open.contains(&k) {
-                    let a = acts[r * n + j];
-                    s += (-a).max(0.0) * (-u * l / (u - l)) + a.max(0.0) * 1e-3 * (u.min(-l));
-                }
-            }
-            // Strictly better only: ties keep the earlier neuron, as a single best would.
-            let at = ranked.partition_point(|e| e.0 >= s);
-            if at < keep {
-                ranked.insert(at, (s, layer, v, j));
-                ranked.truncate(keep);
-            }
-        }
-    }
-    let first = ranked.first().map(|&(_, layer, v, j)| (layer, v, j))?;
-    if ranked.len() < 2 {
-        return Some(first);
-    }
-    // Both children of every candidate, bounded on the open disjuncts' rows.
-    let picks: Vec<(usize, ValueId, usize, bool)> = ranked
-        .iter()
-        .flat_map(|&(_, _, v, j)| [(b, v, j, false), (b, v, j, true)])
-        .collect();
-    let kids = c.children(&picks);
-    let rows_of: Vec<(usize, usize)> = open
-        .iter()
-        .flat_map(|&k| (0..region.disjuncts[k].len()).map(move |ci| (k, ci)))
-        .collect();
-    let per = rows_of.len();
-    let rows: Vec<usize> = (0..picks.len())
-        .flat_map(|i| std::iter::repeat_n(i, per))
-        .collect();
-    let start: Vec<Option<&alpha::Warm>> = (0..rows.len())
-        .map(|r| {
-            let key = rows_of[r % per];
-            warm.iter().find(|e| e.0 == key).map(|e| &e.1)
-        })
-        .collect();
-    let once = alpha::AlphaConfig {
-        iterations: 0,
-        ..alpha::AlphaConfig::default()
-    };
-    let fill = |r: usize, a: &mut [f64]| {
-        let (k, ci) = rows_of[r % per];
-        for &(j, x) in &region.disjuncts[k][ci].coeffs {
-            a[j] += x;
-        }
-    };
-    let (lower, _) =
-        alpha::optimize_warm(&kids, g.output, &rows, fill, &once, &start, |_, _| false);
-    // A child's shortfall: over its open disjuncts, how far the best constraint's bound is
-    // from refuting it (0 once refuted); a candidate is as good as its worse child.
-    let shortfall = |child: usize| -> f64 {
-        open.iter()
-            .map(|&k| {
-                let best = rows_of
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| e.0 == k)
-                    .map(|(t, &(_, ci))| {
-                        let ct = &region.disjuncts[k][ci];
-                        let l = lower[child * per + t];
-                        if crate::verify::refuted(ct, l) {
-                            0.0
-                        } else {
-                            l - ct.rhs
-                        }
-                    })
-                    .fold(f64::NEG_INFINITY, f64::max);
-                best.min(0.0)
-            })
-            .sum()
-    };
-    let mut choice = first;
-    let mut top = f64::NEG_INFINITY;
-    for (t, &(_, layer, v, j)) in ranked.iter().enumerate() {
-        let s = shortfall(2 * t).min(shortfall(2 * t + 1));
-        // NaN (an unbounded child) never wins.
-        if s > top {
-            top = s;
-            choice = (layer, v, j);
-        }
-    }
-    Some(choice)
 }
