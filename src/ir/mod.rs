@@ -131,7 +131,8 @@ pub struct Linear {
 impl Linear {
     /// `sum_k W[p, k] x[o, k, i] (+ b[p])` in f64 on `batch` samples, with `|W|` for `abs`:
     /// for `inner == 1` as scaled rows of the transposed weights
-    /// ([`crate::eval::kernels::gemm_rows_f64`], no packing), else [`crate::eval::kernels::linear`].
+    /// ([`crate::eval::kernels::gemm_rows_f64`], no packing), else (and for very large layers)
+    /// [`crate::eval::kernels::linear`].
     /// Any summation order: the error terms of every caller hold for each.
     pub fn times_f64(&self, abs: bool, bias: bool, x: &[f64], batch: usize) -> Vec<f64> {
         use crate::eval::kernels;
@@ -140,7 +141,9 @@ impl Linear {
         } else {
             None
         };
-        if self.inner != 1 {
+        // The transposes double the layer's f64 weights: past 2^22 weights (32 MiB each) the
+        // packing GEMM reads the weights in place instead.
+        if self.inner != 1 || self.p * self.k > 1 << 22 {
             let w = if abs {
                 &self.weight_abs
             } else {
