@@ -297,24 +297,48 @@ pub fn linear<T: Scalar>(l: &Linear, w: &[T], bias: Option<&[T]>, x: &[T], batch
         }
     }
     if let Some(b) = bias {
-        if l.inner == 1 {
-            for row in y.chunks_exact_mut(l.p) {
-                for (v, &bp) in row.iter_mut().zip(b) {
-                    *v += bp;
-                }
+        add_bias(l, &mut y, b);
+    }
+    y
+}
+
+/// [`linear`] in f64 for `inner == 1` from the transposed weights `wt` (`[k, p]`, `W^T` or
+/// `|W|^T`), by [`gemm_rows_f64`]: no packing of the weights on every call.
+pub fn linear_rows_f64(
+    l: &Linear,
+    wt: &[f64],
+    bias: Option<&[f64]>,
+    x: &[f64],
+    batch: usize,
+) -> Vec<f64> {
+    debug_assert_eq!(l.inner, 1, "linear_rows_f64: inner dimension");
+    let rows = batch * l.outer;
+    let mut y = vec![0.0; rows * l.p];
+    gemm_rows_f64(rows, l.k, l.p, x, wt, &mut y);
+    if let Some(b) = bias {
+        add_bias(l, &mut y, b);
+    }
+    y
+}
+
+/// Add `b[p]` to every output `y[o, p, i]` of a linear layer.
+fn add_bias<T: Scalar>(l: &Linear, y: &mut [T], b: &[T]) {
+    if l.inner == 1 {
+        for row in y.chunks_exact_mut(l.p) {
+            for (v, &bp) in row.iter_mut().zip(b) {
+                *v += bp;
             }
-            return y;
         }
-        for row in y.chunks_exact_mut(l.p * l.inner) {
-            for (pp, seg) in row.chunks_exact_mut(l.inner).enumerate() {
-                let bp = b[pp];
-                for v in seg {
-                    *v += bp;
-                }
+        return;
+    }
+    for row in y.chunks_exact_mut(l.p * l.inner) {
+        for (pp, seg) in row.chunks_exact_mut(l.inner).enumerate() {
+            let bp = b[pp];
+            for v in seg {
+                *v += bp;
             }
         }
     }
-    y
 }
 
 /// Transposed linear layer `G_in[o, k, i] = sum_p W[p, k] G[o, p, i]` for `batch` rows of

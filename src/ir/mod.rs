@@ -124,59 +124,11 @@ pub struct Linear {
     pub p: usize,
     pub fp: FpModel,
     /// `W^T` and `|W|^T` (`[k, p]`, row-major), built on first use by the f64 products over
-    /// thin batches ([`Linear::times_f64`]).
+    /// thin batches (`ops/linear.rs`).
     pub transposed: std::sync::OnceLock<(Vec<f64>, Vec<f64>)>,
 }
 
 impl Linear {
-    /// `sum_k W[p, k] x[o, k, i] (+ b[p])` in f64 on `batch` samples, with `|W|` for `abs`:
-    /// for `inner == 1` as scaled rows of the transposed weights
-    /// ([`crate::eval::kernels::gemm_rows_f64`], no packing), else (and for very large layers)
-    /// [`crate::eval::kernels::linear`].
-    /// Any summation order: the error terms of every caller hold for each.
-    pub fn times_f64(&self, abs: bool, bias: bool, x: &[f64], batch: usize) -> Vec<f64> {
-        use crate::eval::kernels;
-        let bias = if bias {
-            self.bias.as_ref().map(|b| &b.f64[..])
-        } else {
-            None
-        };
-        // The transposes double the layer's f64 weights: past 2^22 weights (32 MiB each) the
-        // packing GEMM reads the weights in place instead.
-        if self.inner != 1 || self.p * self.k > 1 << 22 {
-            let w = if abs {
-                &self.weight_abs
-            } else {
-                &self.weight.f64
-            };
-            return kernels::linear(self, w, bias, x, batch);
-        }
-        let (wt, wat) = self.transposed.get_or_init(|| {
-            let (p, k) = (self.p, self.k);
-            let t = |w: &[f64]| -> Vec<f64> {
-                let mut o = vec![0.0; k * p];
-                for pp in 0..p {
-                    for kk in 0..k {
-                        o[kk * p + pp] = w[pp * k + kk];
-                    }
-                }
-                o
-            };
-            (t(&self.weight.f64), t(&self.weight_abs))
-        });
-        let rows = batch * self.outer;
-        let mut y = vec![0.0; rows * self.p];
-        kernels::gemm_rows_f64(rows, self.k, self.p, x, if abs { wat } else { wt }, &mut y);
-        if let Some(b) = bias {
-            for row in y.chunks_exact_mut(self.p) {
-                for (v, &bp) in row.iter_mut().zip(b) {
-                    *v += bp;
-                }
-            }
-        }
-        y
-    }
-
     /// The contracted feature `k` of per-sample input element `i`.
     pub fn input_feature(&self, i: usize) -> usize {
         (i / self.inner) % self.k

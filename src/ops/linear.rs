@@ -15,6 +15,38 @@ use crate::ir::{Conv, Linear};
 use crate::lp::{LpError, LpNode};
 use crate::transformers::backward::{self, Back};
 
+/// `sum_k W[p, k] x[o, k, i] (+ b[p])` in f64 on `batch` samples, with `|W|` for `abs` (IBP,
+/// the error terms' magnitudes, alpha-CROWN's relaxed forward pass): for `inner == 1` from the
+/// cached transposed weights ([`kernels::linear_rows_f64`]), else, and for layers whose
+/// transposes would not be worth their memory, [`kernels::linear`]. Every caller's error
+/// term holds for any summation order.
+fn times_f64(l: &Linear, abs: bool, bias: bool, x: &[f64], batch: usize) -> Vec<f64> {
+    let bias = if bias {
+        l.bias.as_ref().map(|b| &b.f64[..])
+    } else {
+        None
+    };
+    // The transposes double the layer's f64 weights: past 2^22 weights (32 MiB each) the
+    // packing GEMM reads the weights in place instead.
+    if l.inner != 1 || l.p * l.k > 1 << 22 {
+        let w = if abs { &l.weight_abs } else { &l.weight.f64 };
+        return kernels::linear(l, w, bias, x, batch);
+    }
+    let (wt, wat) = l.transposed.get_or_init(|| {
+        let t = |w: &[f64]| -> Vec<f64> {
+            let mut o = vec![0.0; l.k * l.p];
+            for pp in 0..l.p {
+                for kk in 0..l.k {
+                    o[kk * l.p + pp] = w[pp * l.k + kk];
+                }
+            }
+            o
+        };
+        (t(&l.weight.f64), t(&l.weight_abs))
+    });
+    kernels::linear_rows_f64(l, if abs { wat } else { wt }, bias, x, batch)
+}
+
 impl Family for Linear {
     fn eval<T: Scalar>(&self, at: &At, ins: &[&[T]]) -> Vec<T> {
         let x = ins.first().copied().unwrap_or(&[]);
@@ -54,7 +86,7 @@ impl Family for Linear {
             rnd,
             l.k,
             l.fp.extra_roundings,
-            |v, abs, bias| l.times_f64(abs, bias, v, batch),
+            |v, abs, bias| times_f64(l, abs, bias, v, batch),
             |j| l.fp.offset[(j / l.inner) % l.p],
         )
     }
@@ -68,7 +100,7 @@ impl Family for Linear {
         ins: &[&[f64]],
     ) -> (Vec<f64>, Option<Vec<f64>>) {
         let x = ins.first().copied().unwrap_or(&[]);
-        (self.times_f64(false, true, x, at.batch), None)
+        (times_f64(self, false, true, x, at.batch), None)
     }
 
     fn backward_error(
@@ -82,7 +114,7 @@ impl Family for Linear {
         let x = bounds[at.node.inputs[0]].as_ref()?;
         let (n_in, out_n) = (at.in_n(0), at.out_n());
         let absx = x.shifted_abs_max(n_in, l.fp.input_shift.as_deref(), |i| l.input_feature(i));
-        let mag = l.times_f64(true, false, &absx, at.batch);
+        let mag = times_f64(l, true, false, &absx, at.batch);
         let mag: Vec<f64> = mag
             .iter()
             .enumerate()
