@@ -11,6 +11,13 @@
 //! every such partial substitution is a valid inequality, and on thin boxes it beats the
 //! relaxations further back (ACAS Xu 3_3 prop_2: a row at -0.016 became +0.0012).
 //!
+//! A pass keeps, per row and live value, a box of the value's spatial plane outside which the
+//! row's coefficients are zero ([`Support`]): each family's `back_support` maps the boxes
+//! backwards, and the error terms, the relaxation lines, the concretisations and the
+//! transposed convolutions visit only the box. An intermediate-bound row starts one-hot and
+//! stays local through the first layers of a CNN (cifar_base_kw: 128 of the first ReLU's 2,048
+//! elements); a box holds every nonzero, so leaving out the rest drops zero terms only.
+//!
 //! Soundness: every node contributes `-|A| . err(node)` (deployed rounding plus the f64
 //! rounding of the backward products, [`backward::node_error`]); the bias and the final
 //! concretisation are sums of at most `terms_total` f64 products whose magnitudes are tracked
@@ -18,9 +25,9 @@
 
 use super::alpha::{self, AlphaConfig};
 use crate::domain::{FpMode, Intervals, Rounding, gamma};
-use crate::ir::{Graph, ValueId};
+use crate::ir::{Graph, Rect, ValueId};
 use crate::ops::{At, Family, Need, Relaxation};
-use crate::transformers::backward::{self, Back, BackCtx, PoolRelax};
+use crate::transformers::backward::{self, Back, BackCtx, PoolRelax, Support};
 use crate::transformers::ibp;
 use crate::transformers::relax;
 use crate::transformers::relax::Lines;
@@ -54,6 +61,10 @@ pub struct CrownConfig {
     pub deadline: Option<std::time::Instant>,
     /// The slope optimisation of [`Intermediate::Alpha`].
     pub alpha: AlphaConfig,
+    /// Track each backward row's box of positions ([`Support`], default). Off: every row is
+    /// treated as dense; the same bounds up to the order of f64 sums, only slower (to measure
+    /// the boxes and to check them).
+    pub local_rows: bool,
 }
 
 impl Default for CrownConfig {
@@ -64,6 +75,7 @@ impl Default for CrownConfig {
             intersect_ibp: true,
             deadline: None,
             alpha: AlphaConfig::default(),
+            local_rows: true,
         }
     }
 }
@@ -140,6 +152,8 @@ pub struct Crown<'g> {
     early: bool,
     /// Slope optimisation for intermediate bounds ([`Intermediate::Alpha`]), if any.
     alpha: Option<AlphaConfig>,
+    /// [`CrownConfig::local_rows`].
+    local_rows: bool,
     /// Split constraints of each domain, `(value, element, active)`, in the order their
     /// Lagrange multipliers ([`Betas`]) follow.
     pub splits: Vec<Vec<(ValueId, usize, bool)>>,
@@ -218,6 +232,7 @@ impl<'g> Crown<'g> {
                 ..cfg.alpha
             }),
             splits: vec![Vec::new(); domains],
+            local_rows: cfg.local_rows,
         };
         if let Some(sd) = seeds {
             for &(v, d, j, active) in &sd.splits {
@@ -486,6 +501,18 @@ impl<'g> Crown<'g> {
             pools: &self.pools,
         };
         let mut coef: Vec<Option<Vec<f64>>> = vec![None; g.values.len()];
+        // Where each live coefficient set can be nonzero, per row (see `Support`): every
+        // step below visits only that.
+        let mut sup: Vec<Support> = vec![Vec::new(); g.values.len()];
+        // Without local rows every box is `None` (anywhere), which every step accepts.
+        let keep = |s: Support| {
+            if self.local_rows {
+                s
+            } else {
+                vec![None; s.len()]
+            }
+        };
+        sup[v] = keep(backward::scan_support(g, v, &a0, r));
         coef[v] = Some(a0);
         let mut bias = vec![0.0; r];
         let mut mag = vec![0.0; r];
@@ -504,17 +531,20 @@ impl<'g> Crown<'g> {
             if self.early && node.op.is_activation() && coef[out].is_some() {
                 // Concretising here, on the activation's interval bounds, is as sound as
                 // going on: on thin boxes it can beat the relaxations below it.
-                self.concretize_early(&coef, &bias, &mag, rows, &mut early);
+                self.concretize_early(&coef, &sup, &bias, &mag, rows, &mut early);
             }
             if let Some(bs) = betas {
-                self.inject_betas(out, n, rows, bs, &mut coef[out]);
+                self.inject_betas(out, n, rows, bs, &mut coef[out], &mut sup[out]);
             }
             let Some(a) = coef[out].take() else { continue };
+            let s_out = std::mem::take(&mut sup[out]);
             if let Some(e) = &self.errs[out] {
                 for row in 0..r {
                     let d = rows[row];
                     let (ar, er) = (&a[row * n..(row + 1) * n], &e[d * n..(d + 1) * n]);
-                    let (s, _) = crate::domain::sum_mag2(ar, er, |x, y| x.abs() * y);
+                    let (s, _) = backward::sum_runs(g, out, s_out[row], |rg| {
+                        crate::domain::sum_mag2(&ar[rg.clone()], &er[rg], |x, y| x.abs() * y)
+                    });
                     bias[row] -= s;
                     mag[row] += s;
                 }
@@ -524,7 +554,7 @@ impl<'g> Crown<'g> {
                 at_activation[idx] = Some(a.clone());
             }
             let al = alphas.and_then(|al| al[idx].as_deref());
-            match backward::backward(&ctx, node, a, al) {
+            match backward::backward(&ctx, node, a, al, &s_out) {
                 Back::Linear {
                     inputs,
                     bias: b,
@@ -534,11 +564,20 @@ impl<'g> Crown<'g> {
                         bias[row] += b[row];
                         mag[row] += m[row];
                     }
-                    for (&iv, ai) in node.inputs.iter().zip(inputs) {
+                    let at = At { g, node, batch: r };
+                    let in_sup = with_family!(&node.op, f => f.back_support(&at, &s_out));
+                    for ((&iv, ai), si) in node.inputs.iter().zip(inputs).zip(in_sup) {
+                        let si = keep(si);
                         let Some(ai) = ai else { continue };
                         match &mut coef[iv] {
-                            Some(acc) => acc.iter_mut().zip(&ai).for_each(|(x, y)| *x += y),
-                            slot => *slot = Some(ai),
+                            Some(acc) => {
+                                acc.iter_mut().zip(&ai).for_each(|(x, y)| *x += y);
+                                sup[iv] = backward::union_support(&sup[iv], &si);
+                            }
+                            slot => {
+                                *slot = Some(ai);
+                                sup[iv] = si;
+                            }
                         }
                     }
                 }
@@ -546,29 +585,21 @@ impl<'g> Crown<'g> {
                     let bd = self.bounds[out].as_ref().expect("bounds");
                     for row in 0..r {
                         let d = rows[row];
-                        let (s, m) = concretize(
-                            &a[row * n..(row + 1) * n],
-                            &bd.lo[d * n..(d + 1) * n],
-                            &bd.hi[d * n..(d + 1) * n],
-                        );
+                        let (s, m) = self.concretize_row(out, &a, &bd, row, d, s_out[row]);
                         bias[row] += s;
                         mag[row] += m;
                     }
                 }
             }
         }
-        let ni = g.input_numel();
         let at_input = coef[g.input].take();
+        let s_in = std::mem::take(&mut sup[g.input]);
         let bx = self.bounds[g.input].as_ref().expect("input bounds");
         let plain: Vec<f64> = (0..r)
             .map(|row| {
                 let d = rows[row];
                 let (s, m) = match &at_input {
-                    Some(a) => concretize(
-                        &a[row * ni..(row + 1) * ni],
-                        &bx.lo[d * ni..(d + 1) * ni],
-                        &bx.hi[d * ni..(d + 1) * ni],
-                    ),
+                    Some(a) => self.concretize_row(g.input, a, bx, row, d, s_in[row]),
                     None => (0.0, 0.0),
                 };
                 self.safe_total(bias[row] + s, mag[row] + m)
@@ -582,6 +613,28 @@ impl<'g> Crown<'g> {
         }
     }
 
+    /// [`concretize`] of row `row` (domain `d`) of the coefficients `a` of value `v` on its
+    /// bounds `b`, over the row's box `rect` (the terms outside it are zero).
+    fn concretize_row(
+        &self,
+        v: ValueId,
+        a: &[f64],
+        b: &Intervals,
+        row: usize,
+        d: usize,
+        rect: Option<Rect>,
+    ) -> (f64, f64) {
+        let n = self.g.values[v].numel();
+        let (a, lo, hi) = (
+            &a[row * n..(row + 1) * n],
+            &b.lo[d * n..(d + 1) * n],
+            &b.hi[d * n..(d + 1) * n],
+        );
+        backward::sum_runs(self.g, v, rect, |rg| {
+            concretize(&a[rg.clone()], &lo[rg.clone()], &hi[rg])
+        })
+    }
+
     /// Add each row's split terms on value `out` (`n` elements) to its coefficients.
     fn inject_betas(
         &self,
@@ -590,14 +643,30 @@ impl<'g> Crown<'g> {
         rows: &[usize],
         betas: &Betas,
         coef: &mut Option<Vec<f64>>,
+        sup: &mut Support,
     ) {
         for (row, &d) in rows.iter().enumerate() {
             for (&(sv, j, active), &b) in self.splits[d].iter().zip(&betas[row]) {
                 if sv != out || b == 0.0 {
                     continue;
                 }
+                if coef.is_none() {
+                    // Nothing reached `out` yet: every row starts empty.
+                    let empty = self.local_rows.then_some(Rect::default());
+                    *sup = vec![empty; rows.len()];
+                }
                 let a = coef.get_or_insert_with(|| vec![0.0; rows.len() * n]);
                 a[row * n + j] += if active { -b } else { b };
+                sup[row] = sup[row].and_then(|r| {
+                    let (h, w) = self.g.plane(out)?;
+                    let (y, x) = ((j / w) % h, j % w);
+                    Some(r.union(Rect {
+                        y0: y,
+                        y1: y + 1,
+                        x0: x,
+                        x1: x + 1,
+                    }))
+                });
             }
         }
     }
@@ -607,6 +676,7 @@ impl<'g> Crown<'g> {
     fn concretize_early(
         &self,
         coef: &[Option<Vec<f64>>],
+        sup: &[Support],
         bias: &[f64],
         mag: &[f64],
         rows: &[usize],
@@ -619,12 +689,8 @@ impl<'g> Crown<'g> {
                 let Some(b) = self.bounds[v].as_ref() else {
                     return;
                 };
-                let n = self.g.values[v].numel();
-                let (s, sm) = concretize(
-                    &a[row * n..(row + 1) * n],
-                    &b.lo[d * n..(d + 1) * n],
-                    &b.hi[d * n..(d + 1) * n],
-                );
+                let rect = sup[v].get(row).copied().flatten();
+                let (s, sm) = self.concretize_row(v, a, b, row, d, rect);
                 total += s;
                 m += sm;
             }

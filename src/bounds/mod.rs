@@ -107,6 +107,7 @@ pub fn objective_lower(
         intersect_ibp: opts.intersect_ibp,
         deadline: None,
         alpha: opts.alpha,
+        ..Default::default()
     };
     let c = crown::Crown::new(g, input, domains, cfg);
     let rows: Vec<usize> = objs.iter().map(|o| o.domain).collect();

@@ -5,7 +5,7 @@
 //! for the thin f64 products of backward passes [`gemm_rows_f64`]), never a per-neuron loop.
 
 use super::Scalar;
-use crate::ir::{Conv, FILL, Linear, Pool, Window};
+use crate::ir::{Conv, FILL, Linear, Pool, Rect, Window};
 
 /// The GEMM kernel family matrixmultiply runs on this machine, which fixes the last bits of
 /// every product (fused multiply-add or not, register blocking): on x86-64 `avx512` when the
@@ -368,6 +368,10 @@ pub fn linear_t<T: Scalar>(l: &Linear, w: &[T], go: &[T], batch: usize) -> Vec<T
     gi
 }
 
+/// Positions from which [`conv_t_boxes`] multiplies through the packing GEMM: its blocked
+/// kernel wins once the weights' packing is shared by enough positions.
+const PACKED_MIN: usize = 256;
+
 /// Bytes of column scratch per chunk of the transposed convolution.
 const COL_BUDGET: usize = 512 << 10;
 
@@ -380,45 +384,68 @@ const COL_BUDGET: usize = 512 << 10;
 /// same sum of products with only zero terms left out, so the error bound of a sum of at most
 /// that many terms (which the bound engines charge) holds for either path.
 pub fn conv_t<T: Scalar>(c: &Conv, w: &[T], go: &[T], batch: usize) -> Vec<T> {
+    conv_t_in(c, w, go, batch, None)
+}
+
+/// [`conv_t`] where each of the `batch` maps of `go` is known to vanish outside a box of
+/// positions (`support`, one per map; `None`: anywhere, found by scanning instead): the
+/// box's area alone is read, as [`conv_t`] does with the box it finds.
+pub fn conv_t_in<T: Scalar>(
+    c: &Conv,
+    w: &[T],
+    go: &[T],
+    batch: usize,
+    support: Option<&[Option<Rect>]>,
+) -> Vec<T> {
     let wn = &c.win;
     let images = batch * wn.n;
     let ohw = wn.oh * wn.ow;
     let in_img = wn.c * wn.h * wn.w;
     let out_img = c.m * ohw;
     let mut gi = vec![T::ZERO; images * in_img];
-    let mut dense = Vec::with_capacity(images);
-    let mut scratch = (Vec::new(), Vec::new());
-    for img in 0..images {
-        let g = &go[img * out_img..(img + 1) * out_img];
-        match support_rect(g, c.m, wn.oh, wn.ow) {
-            None => {}
-            Some(r) if 2 * r.area() <= ohw => conv_t_rect(
-                c,
-                w,
-                g,
-                r,
-                &mut gi[img * in_img..(img + 1) * in_img],
-                &mut scratch,
-            ),
-            Some(_) => dense.push(img),
-        }
-    }
-    conv_t_dense(c, w, go, &dense, &mut gi);
+    let boxes: Vec<(usize, Rect)> = (0..images)
+        .filter_map(|img| {
+            let g = &go[img * out_img..(img + 1) * out_img];
+            let known = support.and_then(|s| s.get(img / wn.n.max(1)).copied().flatten());
+            let r = match known {
+                Some(r) => (r.area() > 0).then_some(r)?,
+                None => support_rect(g, c.m, wn.oh, wn.ow)?,
+            };
+            Some((img, r))
+        })
+        .collect();
+    // Past half the map, gathering a box costs more than reading every position.
+    let full = Rect {
+        y0: 0,
+        y1: wn.oh,
+        x0: 0,
+        x1: wn.ow,
+    };
+    let boxes: Vec<(usize, Rect)> = boxes
+        .into_iter()
+        .map(|(img, r)| (img, if 2 * r.area() <= ohw { r } else { full }))
+        .collect();
+    conv_t_boxes(c, w, go, &boxes, &mut gi);
     gi
 }
 
-/// Output rows `y0..y1` and columns `x0..x1` of a map's support.
-#[derive(Clone, Copy, Debug)]
-struct Rect {
-    y0: usize,
-    y1: usize,
-    x0: usize,
-    x1: usize,
-}
-
-impl Rect {
-    fn area(&self) -> usize {
-        (self.y1 - self.y0) * (self.x1 - self.x0)
+/// `d += s` elementwise, with the short runs of common kernel widths unrolled (a loop over 3
+/// or 4 entries spent more on its set-up than on the additions).
+#[inline(always)]
+fn add_run<T: Scalar>(d: &mut [T], s: &[T]) {
+    match (d, s) {
+        ([d0, d1, d2], [s0, s1, s2]) => {
+            *d0 += *s0;
+            *d1 += *s1;
+            *d2 += *s2;
+        }
+        ([d0, d1, d2, d3], [s0, s1, s2, s3]) => {
+            *d0 += *s0;
+            *d1 += *s1;
+            *d2 += *s2;
+            *d3 += *s3;
+        }
+        (d, s) => d.iter_mut().zip(s).for_each(|(x, &y)| *x += y),
     }
 }
 
@@ -441,115 +468,122 @@ fn support_rect<T: Scalar>(g: &[T], m: usize, oh: usize, ow: usize) -> Option<Re
     (y0 < y1).then_some(Rect { y0, y1, x0, x1 })
 }
 
-/// [`conv_t`] of one image whose support lies in `r`: one GEMM per group on the rectangle's
-/// columns, then their taps added onto `gi` (one image's input map). `scratch` holds the
-/// gathered coefficients and the columns between calls.
-fn conv_t_rect<T: Scalar>(
-    c: &Conv,
-    w: &[T],
-    g: &[T],
-    r: Rect,
-    gi: &mut [T],
-    (at, cols): &mut (Vec<T>, Vec<T>),
-) {
+/// [`conv_t`] of the images `imgs`, each zero outside its box, into `gi`. Per chunk of images
+/// and group: the boxes' positions gathered position-major (`A`: positions x output
+/// channels), one product with the weights as stored (`A W`: positions x `c kh kw`; through
+/// [`Scalar::gemm_rows`] for few positions, which reads `W` in place and, in f64, skips a
+/// channel that is zero at four positions at once, e.g. behind inactive ReLUs), then each
+/// position's row added onto the input taps it came from (runs of `kw` contiguous entries at
+/// unit dilation). Each entry of the result is the same sum of products as the
+/// column-to-image form, its zero terms left out, in another order: the error bound of a sum
+/// of that many terms holds.
+fn conv_t_boxes<T: Scalar>(c: &Conv, w: &[T], go: &[T], imgs: &[(usize, Rect)], gi: &mut [T]) {
     let wn = &c.win;
     let (cg, mg) = (wn.c / c.group, c.m / c.group);
-    let ckk = cg * wn.kh * wn.kw;
+    let (kh, kw) = (wn.kh, wn.kw);
+    let ckk = cg * kh * kw;
     let ohw = wn.oh * wn.ow;
-    let rw = r.x1 - r.x0;
-    let npos = r.area();
-    at.resize(mg * npos, T::ZERO);
-    cols.resize(ckk * npos, T::ZERO);
-    for grp in 0..c.group {
-        for mm in 0..mg {
-            let plane = &g[(grp * mg + mm) * ohw..][..ohw];
-            for oy in r.y0..r.y1 {
-                let dst = &mut at[mm * npos + (oy - r.y0) * rw..][..rw];
-                dst.copy_from_slice(&plane[oy * wn.ow + r.x0..oy * wn.ow + r.x1]);
-            }
-        }
-        gemm(
-            ckk,
-            mg,
-            npos,
-            &w[grp * mg * ckk..(grp + 1) * mg * ckk],
-            (1, ckk),
-            &at[..mg * npos],
-            (npos, 1),
-            &mut cols[..ckk * npos],
-            (npos, 1),
-            false,
-        );
-        for ci in 0..cg {
-            let plane = &mut gi[(grp * cg + ci) * wn.h * wn.w..][..wn.h * wn.w];
-            for ka in 0..wn.kh {
-                for kb in 0..wn.kw {
-                    let row = (ci * wn.kh + ka) * wn.kw + kb;
-                    let src_row = &cols[row * npos..(row + 1) * npos];
-                    let Some((t0, t1)) = tap_range(ox_params(wn, kb)) else {
-                        continue;
-                    };
-                    let (ox0, ox1) = (t0.max(r.x0), t1.min(r.x1));
-                    if ox0 >= ox1 {
-                        continue;
-                    }
-                    // In range: ox0 >= t0, whose tap is >= 0.
-                    let ix0 = ox0 * wn.sw + kb * wn.dw - wn.pw;
-                    for oy in r.y0..r.y1 {
-                        let iy = (oy * wn.sh + ka * wn.dh) as isize - wn.ph as isize;
-                        if iy < 0 || iy >= wn.h as isize {
-                            continue;
-                        }
-                        let s = &src_row[(oy - r.y0) * rw + ox0 - r.x0..][..ox1 - ox0];
-                        let out = &mut plane[iy as usize * wn.w + ix0..];
-                        for (d, &v) in out.iter_mut().step_by(wn.sw).zip(s) {
-                            *d += v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// [`conv_t`] of the images `imgs` by the dense path: per group and chunk one GEMM of the
-/// transposed weights with the gathered maps, then the columns added back (column-to-image).
-fn conv_t_dense<T: Scalar>(c: &Conv, w: &[T], go: &[T], imgs: &[usize], gi: &mut [T]) {
-    let wn = &c.win;
-    let (cg, mg) = (wn.c / c.group, c.m / c.group);
-    let ckk = cg * wn.kh * wn.kw;
-    let ohw = wn.oh * wn.ow;
-    let in_img = wn.c * wn.h * wn.w;
+    let hw = wn.h * wn.w;
+    let in_img = wn.c * hw;
     let out_img = c.m * ohw;
-    if imgs.is_empty() {
+    if imgs.is_empty() || ckk == 0 || mg == 0 {
         return;
     }
-    let per_image = ((ckk + mg) * ohw).max(1) * std::mem::size_of::<T>();
-    let chunk = (COL_BUDGET / per_image).clamp(1, imgs.len());
-    let mut at = vec![T::ZERO; mg * ohw * chunk];
-    let mut cols = vec![T::ZERO; ckk * ohw * chunk];
-    for part in imgs.chunks(chunk) {
-        let ncol = part.len() * ohw;
+    // The kernel rows (columns) whose taps land inside the image, per output row (column):
+    // a contiguous range, as the tap moves monotonically with the kernel offset.
+    let valid = |n_out: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize| {
+        (0..n_out)
+            .map(|o| {
+                let ok = |t: usize| {
+                    let i = o * stride + t * dil;
+                    i >= pad && i < pad + size
+                };
+                let t0 = (0..k).find(|&t| ok(t)).unwrap_or(k);
+                let t1 = (t0..k).find(|&t| !ok(t)).unwrap_or(k);
+                (t0, t1)
+            })
+            .collect::<Vec<_>>()
+    };
+    let rows_ok = valid(wn.oh, wn.sh, wn.dh, wn.ph, wn.h, kh);
+    let cols_ok = valid(wn.ow, wn.sw, wn.dw, wn.pw, wn.w, kw);
+    let budget = COL_BUDGET / ((mg + ckk) * std::mem::size_of::<T>()).max(1);
+    let (mut a, mut cols) = (Vec::new(), Vec::new());
+    let mut start = 0;
+    while start < imgs.len() {
+        // Images while their positions fit the scratch budget (at least one).
+        let mut end = start + 1;
+        let mut npos = imgs[start].1.area();
+        while end < imgs.len() && npos + imgs[end].1.area() <= budget {
+            npos += imgs[end].1.area();
+            end += 1;
+        }
+        let part = &imgs[start..end];
+        start = end;
+        a.resize(npos * mg, T::ZERO);
+        cols.resize(npos * ckk, T::ZERO);
         for grp in 0..c.group {
-            for mm in 0..mg {
-                for (i, &img) in part.iter().enumerate() {
-                    let src = &go[img * out_img + (grp * mg + mm) * ohw..][..ohw];
-                    at[mm * ncol + i * ohw..mm * ncol + (i + 1) * ohw].copy_from_slice(src);
+            let mut p = 0;
+            for &(img, r) in part {
+                let g = &go[img * out_img + grp * mg * ohw..][..mg * ohw];
+                for oy in r.y0..r.y1 {
+                    for ox in r.x0..r.x1 {
+                        let at = oy * wn.ow + ox;
+                        for (mm, d) in a[p * mg..(p + 1) * mg].iter_mut().enumerate() {
+                            *d = g[mm * ohw + at];
+                        }
+                        p += 1;
+                    }
                 }
             }
-            gemm(
-                ckk,
-                mg,
-                ncol,
-                &w[grp * mg * ckk..(grp + 1) * mg * ckk],
-                (1, ckk),
-                &at[..mg * ncol],
-                (ncol, 1),
-                &mut cols[..ckk * ncol],
-                (ncol, 1),
-                false,
-            );
-            col2im_add(wn, &cols[..ckk * ncol], part, grp * cg, cg, in_img, gi);
+            let wg = &w[grp * mg * ckk..(grp + 1) * mg * ckk];
+            if npos >= PACKED_MIN {
+                gemm(
+                    npos,
+                    mg,
+                    ckk,
+                    &a[..npos * mg],
+                    (mg, 1),
+                    wg,
+                    (ckk, 1),
+                    &mut cols[..npos * ckk],
+                    (ckk, 1),
+                    false,
+                );
+            } else {
+                T::gemm_rows(npos, mg, ckk, &a[..npos * mg], wg, &mut cols[..npos * ckk]);
+            }
+            let mut p = 0;
+            for &(img, r) in part {
+                let base = img * in_img + grp * cg * hw;
+                for oy in r.y0..r.y1 {
+                    let (ka0, ka1) = rows_ok[oy];
+                    for ox in r.x0..r.x1 {
+                        let src = &cols[p * ckk..(p + 1) * ckk];
+                        p += 1;
+                        let (kb0, kb1) = cols_ok[ox];
+                        if kb0 >= kb1 {
+                            continue;
+                        }
+                        // In range: the taps of kb0 and ka lie inside the image.
+                        let ix0 = ox * wn.sw + kb0 * wn.dw - wn.pw;
+                        for ci in 0..cg {
+                            let plane = &mut gi[base + ci * hw..][..hw];
+                            for ka in ka0..ka1 {
+                                let iy = oy * wn.sh + ka * wn.dh - wn.ph;
+                                let s = &src[(ci * kh + ka) * kw + kb0..(ci * kh + ka) * kw + kb1];
+                                let out = &mut plane[iy * wn.w + ix0..];
+                                if wn.dw == 1 {
+                                    add_run(&mut out[..s.len()], s);
+                                } else {
+                                    for (d, &v) in out.iter_mut().step_by(wn.dw).zip(s) {
+                                        *d += v;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -738,60 +772,6 @@ fn im2col<T: Scalar>(
             }
         }
     }
-}
-
-/// Adjoint of im2col: add every column entry back onto the input position it was read from.
-#[allow(clippy::too_many_arguments)]
-fn col2im_add<T: Scalar>(
-    wn: &Window,
-    cols: &[T],
-    imgs: &[usize],
-    c0: usize,
-    cg: usize,
-    in_img: usize,
-    out: &mut [T],
-) {
-    let ohw = wn.oh * wn.ow;
-    let ncol = imgs.len() * ohw;
-    for ci in 0..cg {
-        for ka in 0..wn.kh {
-            for kb in 0..wn.kw {
-                let row = (ci * wn.kh + ka) * wn.kw + kb;
-                let src_row = &cols[row * ncol..(row + 1) * ncol];
-                let Some((ox0, ox1)) = tap_range(ox_params(wn, kb)) else {
-                    continue;
-                };
-                let off = (ox0 * wn.sw + kb * wn.dw) as isize - wn.pw as isize;
-                for (i, &img) in imgs.iter().enumerate() {
-                    let base = img * in_img + (c0 + ci) * wn.h * wn.w;
-                    let src = &src_row[i * ohw..(i + 1) * ohw];
-                    for oy in 0..wn.oh {
-                        let iy = (oy * wn.sh + ka * wn.dh) as isize - wn.ph as isize;
-                        if iy < 0 || iy >= wn.h as isize {
-                            continue;
-                        }
-                        let start = base + iy as usize * wn.w + off as usize;
-                        let s = &src[oy * wn.ow + ox0..oy * wn.ow + ox1];
-                        if wn.sw == 1 {
-                            // Unit stride: contiguous, the same additions vectorised.
-                            for (d, &v) in out[start..start + s.len()].iter_mut().zip(s) {
-                                *d += v;
-                            }
-                        } else {
-                            for (d, &v) in out[start..].iter_mut().step_by(wn.sw).zip(s) {
-                                *d += v;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `(out size, stride, kernel offset, padding, in size)` of the horizontal taps of column `kb`.
-fn ox_params(wn: &Window, kb: usize) -> (usize, usize, usize, usize, usize) {
-    (wn.ow, wn.sw, kb * wn.dw, wn.pw, wn.w)
 }
 
 /// The range `[o0, o1)` of output positions whose tap `o * stride + koff - pad` lands inside
@@ -1121,6 +1101,44 @@ mod tests {
             assert_eq!(area(1), Some(1));
             assert!(2 * area(5).unwrap_or(usize::MAX) <= oh * ow);
             assert_eq!(area(6), Some(oh * ow));
+            // Boxes given by the caller (the engine's, which may be looser than the support)
+            // give the same result; an empty box means an all-zero map.
+            let boxes: Vec<Option<Rect>> = (0..images)
+                .map(
+                    |k| match support_rect(&go[k * out_img..(k + 1) * out_img], m, oh, ow) {
+                        None => Some(Rect::default()),
+                        Some(r) if k % 2 == 1 => Some(Rect {
+                            y0: r.y0.saturating_sub(1),
+                            y1: (r.y1 + 1).min(oh),
+                            x0: r.x0,
+                            x1: (r.x1 + 1).min(ow),
+                        }),
+                        Some(_) => None,
+                    },
+                )
+                .collect();
+            let given = conv_t_in(&conv, &conv.weight.f64, &go, images, Some(&boxes));
+            for (i, (a, b)) in given.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-12, "given boxes: {i}: {a} vs {b}");
+            }
+            // The input box of an output box holds every tap its positions read.
+            for k in 0..images {
+                let Some(r) = support_rect(&go[k * out_img..(k + 1) * out_img], m, oh, ow) else {
+                    continue;
+                };
+                let inb = conv.win.input_rect(r);
+                for oy in r.y0..r.y1 {
+                    for ox in r.x0..r.x1 {
+                        for (_, _, i) in conv.win.taps(oy, ox) {
+                            let (y, x) = (i / w, i % w);
+                            assert!(
+                                (inb.y0..inb.y1).contains(&y) && (inb.x0..inb.x1).contains(&x),
+                                "tap ({y}, {x}) of ({oy}, {ox}) outside {inb:?}"
+                            );
+                        }
+                    }
+                }
+            }
         }
         // The 1x1 grouped layer does 1 multiply-add per output: unfolding it stays cheaper.
         assert_eq!(lowered, 3);

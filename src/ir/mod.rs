@@ -172,6 +172,81 @@ impl Window {
     }
 }
 
+/// A box of positions `[y0, y1) x [x0, x1)` in a value's spatial plane (its last two
+/// dimensions; see [`Graph::plane`]), over every channel and image: the support of one row of
+/// backward coefficients, which stays local through the first layers of a CNN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rect {
+    pub y0: usize,
+    pub y1: usize,
+    pub x0: usize,
+    pub x1: usize,
+}
+
+impl Rect {
+    /// Positions in the box.
+    pub fn area(&self) -> usize {
+        (self.y1 - self.y0) * (self.x1 - self.x0)
+    }
+
+    /// The smallest box holding both (an empty one holds nothing).
+    pub fn union(self, o: Rect) -> Rect {
+        if self.area() == 0 {
+            return o;
+        }
+        if o.area() == 0 {
+            return self;
+        }
+        Rect {
+            y0: self.y0.min(o.y0),
+            y1: self.y1.max(o.y1),
+            x0: self.x0.min(o.x0),
+            x1: self.x1.max(o.x1),
+        }
+    }
+
+    /// The ranges of flat indices the box covers in a value of `n` elements whose plane is
+    /// `h x w` (every channel and image in turn), in increasing order.
+    pub fn runs(
+        self,
+        (h, w): (usize, usize),
+        n: usize,
+    ) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let planes = if self.area() == 0 {
+            0
+        } else {
+            n / (h * w).max(1)
+        };
+        (0..planes).flat_map(move |p| {
+            (self.y0..self.y1).map(move |y| {
+                let base = (p * h + y) * w;
+                base + self.x0..base + self.x1
+            })
+        })
+    }
+}
+
+impl Window {
+    /// The input positions the outputs in `out` read (kernel taps inside the image): the box
+    /// holding the support of the transposed map of coefficients supported in `out`.
+    pub fn input_rect(&self, out: Rect) -> Rect {
+        let span = |o0: usize, o1: usize, s: usize, k: usize, d: usize, p: usize, size: usize| {
+            if o0 >= o1 || k == 0 {
+                return (0, 0);
+            }
+            let lo = (o0 * s).saturating_sub(p);
+            let hi = ((o1 - 1) * s + (k - 1) * d + 1).saturating_sub(p).min(size);
+            if lo >= hi { (0, 0) } else { (lo, hi) }
+        };
+        let (y0, y1) = span(out.y0, out.y1, self.sh, self.kh, self.dh, self.ph, self.h);
+        let (x0, x1) = span(out.x0, out.x1, self.sw, self.kw, self.dw, self.pw, self.w);
+        if y0 >= y1 || x0 >= x1 {
+            return Rect::default();
+        }
+        Rect { y0, y1, x0, x1 }
+    }
+}
+
 /// Grouped 2-D convolution with constant weights.
 #[derive(Clone, Debug)]
 pub struct Conv {
@@ -405,6 +480,18 @@ impl Graph {
             }
         }
         last
+    }
+
+    /// The spatial plane `(h, w)` of value `v`: its last two dimensions from rank 4 on, `(1,
+    /// length)` at rank 3 (1-D convolutions), `None` for vectors. [`Rect`]s of `v` live here.
+    pub fn plane(&self, v: ValueId) -> Option<(usize, usize)> {
+        let s = &self.values[v].shape;
+        match s.len() {
+            0..=2 => None,
+            3 => Some((1, s[2])),
+            r => Some((s[r - 2], s[r - 1])),
+        }
+        .filter(|&(h, w)| h * w > 0)
     }
 
     /// Number of activation (nonlinear) nodes.

@@ -8,9 +8,9 @@
 use super::{At, Family};
 use crate::domain::{Intervals, Rounding};
 use crate::eval::{Scalar, kernels};
-use crate::ir::Affine;
+use crate::ir::{Affine, Rect};
 use crate::lp::{LpError, LpNode};
-use crate::transformers::backward::{self, Back};
+use crate::transformers::backward::{self, Back, Support};
 
 impl Family for Affine {
     fn eval<T: Scalar>(&self, _at: &At, ins: &[&[T]]) -> Vec<T> {
@@ -87,7 +87,7 @@ impl Family for Affine {
         ))
     }
 
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, at: &At, a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         let (af, r) = (self, at.batch);
         let (mut bias, mut mag) = (vec![0.0; r], vec![0.0; r]);
         let n = af.scale.len();
@@ -106,6 +106,10 @@ impl Family for Affine {
             bias,
             mag,
         })
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        backward::same_support(at, out)
     }
 
     fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {

@@ -11,9 +11,9 @@ use super::{At, Family, Need, Relaxation};
 use crate::bounds::alpha::RelaxedPass;
 use crate::domain::{Intervals, Rounding};
 use crate::eval::{Scalar, kernels};
-use crate::ir::{Binary, BinaryKind, Node};
+use crate::ir::{Binary, BinaryKind, Node, Rect};
 use crate::lp::{LpError, LpNode};
-use crate::transformers::backward::{self, Alpha, Back, BackCtx};
+use crate::transformers::backward::{self, Alpha, Back, BackCtx, Support};
 
 fn idx(map: Option<&[usize]>, i: usize) -> usize {
     map.map_or(i, |m| m[i])
@@ -159,7 +159,7 @@ impl Family for Binary {
         Some(backward::error_terms(rnd, terms, 1, 1, &mag))
     }
 
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, at: &At, a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         if !matches!(self.kind, BinaryKind::Add | BinaryKind::Sub) {
             return None;
         }
@@ -186,7 +186,14 @@ impl Family for Binary {
         })
     }
 
-    fn relaxed_back(&self, ctx: &BackCtx, node: &Node, a: &[f64], _alpha: Alpha) -> Back {
+    fn relaxed_back(
+        &self,
+        ctx: &BackCtx,
+        node: &Node,
+        a: &[f64],
+        _alpha: Alpha,
+        _support: &[Option<Rect>],
+    ) -> Back {
         let g = ctx.g;
         let r = ctx.rows.len();
         let out_n = g.values[node.output].numel();
@@ -263,6 +270,18 @@ impl Family for Binary {
                 (y, None)
             }
         }
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        // Each output element reads the element at its own index of an input without a
+        // broadcast map (sums and McCormick planes alike).
+        let mut s = backward::same_support(at, out);
+        for (si, map) in s.iter_mut().zip([&self.a_map, &self.b_map]) {
+            if map.is_some() {
+                si.iter_mut().for_each(|r| *r = None);
+            }
+        }
+        s
     }
 
     fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {

@@ -7,9 +7,9 @@
 use super::{At, Family};
 use crate::domain::{Intervals, Rounding};
 use crate::eval::Scalar;
-use crate::ir::Param;
+use crate::ir::{Param, Rect};
 use crate::lp::{LpError, LpNode};
-use crate::transformers::backward::{self, Back};
+use crate::transformers::backward::{self, Back, Support};
 
 /// The constant family: the value of a [`crate::ir::Op::Const`].
 pub struct Constant<'a>(pub &'a Param);
@@ -70,7 +70,7 @@ impl Family for Constant<'_> {
         )
     }
 
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, at: &At, a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         let (r, out_n) = (at.batch, at.out_n());
         let (mut bias, mut mag) = (vec![0.0; r], vec![0.0; r]);
         for row in 0..r {
@@ -84,6 +84,10 @@ impl Family for Constant<'_> {
             bias,
             mag,
         })
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        backward::anywhere(at, out)
     }
 
     fn lp_rows(&self, _lp: &mut LpNode) -> Result<(), LpError> {

@@ -951,6 +951,7 @@ impl super::Family for Func {
         &self,
         _at: &super::At,
         _a: &[f64],
+        _support: &[Option<crate::ir::Rect>],
     ) -> Option<crate::transformers::backward::Back> {
         None
     }
@@ -961,8 +962,17 @@ impl super::Family for Func {
         node: &crate::ir::Node,
         a: &[f64],
         alpha: crate::transformers::backward::Alpha,
+        support: &[Option<crate::ir::Rect>],
     ) -> crate::transformers::backward::Back {
-        crate::transformers::backward::lines_back(ctx, node, a, alpha, None)
+        crate::transformers::backward::lines_back(ctx, node, a, alpha, None, support)
+    }
+
+    fn back_support(
+        &self,
+        at: &super::At,
+        out: &[Option<crate::ir::Rect>],
+    ) -> Vec<crate::transformers::backward::Support> {
+        crate::transformers::backward::same_support(at, out)
     }
 
     fn alpha_leak(&self) -> Option<f64> {

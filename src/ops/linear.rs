@@ -11,9 +11,9 @@
 use super::{At, Family};
 use crate::domain::{Intervals, Rounding, sum_mag, sum_mag1, sum_mag2};
 use crate::eval::{Scalar, kernels};
-use crate::ir::{Conv, Linear};
+use crate::ir::{Conv, Linear, Rect};
 use crate::lp::{LpError, LpNode};
-use crate::transformers::backward::{self, Back};
+use crate::transformers::backward::{self, Back, Support};
 
 /// `sum_k W[p, k] x[o, k, i] (+ b[p])` in f64 on `batch` samples, with `|W|` for `abs` (IBP,
 /// the error terms' magnitudes, alpha-CROWN's relaxed forward pass): for `inner == 1` from the
@@ -129,7 +129,7 @@ impl Family for Linear {
         ))
     }
 
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, at: &At, a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         let (l, r, out_n) = (self, at.batch, at.out_n());
         let ain = kernels::linear_t(l, &l.weight.f64, a, r);
         let mut bias = vec![0.0; r];
@@ -151,6 +151,10 @@ impl Family for Linear {
             bias,
             mag,
         })
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        backward::anywhere(at, out)
     }
 
     fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {
@@ -278,24 +282,31 @@ impl Family for Conv {
         ))
     }
 
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, at: &At, a: &[f64], support: &[Option<Rect>]) -> Option<Back> {
         let (c, r, out_n) = (self, at.batch, at.out_n());
         let ohw = c.win.oh * c.win.ow;
-        let ain = kernels::conv_t(c, &c.weight.f64, a, r);
+        // The engine's boxes are over the output value's plane; a layout that does not match
+        // the window (never seen) falls back to scanning.
+        let boxes = (at.g.plane(at.node.output) == Some((c.win.oh, c.win.ow))).then_some(support);
+        let ain = kernels::conv_t_in(c, &c.weight.f64, a, r, boxes);
         let mut bias = vec![0.0; r];
         let mut mag = vec![0.0; r];
         if let Some(b) = &c.bias {
             for row in 0..r {
-                let (mut sb, mut sm) = (0.0, 0.0);
-                for (i, blk) in a[row * out_n..(row + 1) * out_n]
-                    .chunks_exact(ohw)
-                    .enumerate()
-                {
-                    let bv = b.f64[i % c.m];
-                    let (s, m) = sum_mag1(blk, |x| x * bv);
-                    sb += s;
-                    sm += m;
-                }
+                let arow = &a[row * out_n..(row + 1) * out_n];
+                let rect = boxes.and_then(|s| s.get(row).copied().flatten());
+                // Each range lies in one channel's plane (terms outside the box are zero).
+                let (sb, sm) = backward::sum_runs(at.g, at.node.output, rect, |rg| {
+                    let mut acc = (0.0, 0.0);
+                    // A range starts a plane (the whole row) or lies in one.
+                    for (i, blk) in arow[rg.clone()].chunks(ohw).enumerate() {
+                        let bv = b.f64[(rg.start / ohw + i) % c.m];
+                        let (s, m) = sum_mag1(blk, |x| x * bv);
+                        acc.0 += s;
+                        acc.1 += m;
+                    }
+                    acc
+                });
                 bias[row] = sb;
                 mag[row] = sm;
             }
@@ -305,6 +316,10 @@ impl Family for Conv {
             bias,
             mag,
         })
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        backward::window_support(at, &self.win, out)
     }
 
     fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {

@@ -57,6 +57,7 @@ macro_rules! exactly_linear {
             _node: &$crate::ir::Node,
             _a: &[f64],
             _alpha: $crate::transformers::backward::Alpha,
+            _support: &[Option<$crate::ir::Rect>],
         ) -> $crate::transformers::backward::Back {
             $crate::transformers::backward::Back::Concretize(Vec::new())
         }
@@ -81,9 +82,9 @@ pub use elementwise::Func;
 use crate::bounds::alpha::RelaxedPass;
 use crate::domain::{Intervals, Rounding};
 use crate::eval::Scalar;
-use crate::ir::{Graph, Node};
+use crate::ir::{Graph, Node, Rect};
 use crate::lp::{LpError, LpNode};
-use crate::transformers::backward::{Alpha, Back, BackCtx, PoolRelax};
+use crate::transformers::backward::{Alpha, Back, BackCtx, PoolRelax, Support};
 use crate::transformers::relax::Lines;
 
 /// A node in its graph, with the number of samples (or domains, or rows) an analysis runs.
@@ -174,11 +175,26 @@ pub trait Family {
 
     /// The backward step of a family that is exactly linear (needs no bounds): the transposed
     /// map of `a` (`at.batch` rows) and its constant term. `None` for a nonlinear family.
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back>;
+    /// `support` holds, per row, a box of the output's plane outside which the row of `a` is
+    /// zero (`None`: anywhere); a family may use it to skip the zeros.
+    fn linear_back(&self, at: &At, a: &[f64], support: &[Option<Rect>]) -> Option<Back>;
 
     /// The backward step of a nonlinear family through its relaxation (`ctx.rows` rows).
     /// Linear families return `Back::Concretize` (their step is [`Family::linear_back`]).
-    fn relaxed_back(&self, ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back;
+    /// `support` as for [`Family::linear_back`].
+    fn relaxed_back(
+        &self,
+        ctx: &BackCtx,
+        node: &Node,
+        a: &[f64],
+        alpha: Alpha,
+        support: &[Option<Rect>],
+    ) -> Back;
+
+    /// Per input, per row, a box of the input's plane holding every coefficient a backward
+    /// step can give it from output coefficients supported in `out` (one entry per row;
+    /// `None`: anywhere). Must hold the support of the step's result, or be `None`.
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support>;
 
     /// For ReLU-like kinks, the smallest slope alpha-CROWN may give the lower line through the
     /// origin (the leak); `None` where the family keeps its CROWN relaxation.

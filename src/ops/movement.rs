@@ -10,9 +10,9 @@
 use super::{At, Family};
 use crate::domain::{Intervals, Rounding};
 use crate::eval::{Scalar, kernels};
-use crate::ir::Select;
+use crate::ir::{Rect, Select};
 use crate::lp::{LpError, LpNode};
-use crate::transformers::backward::{self, Back};
+use crate::transformers::backward::{self, Back, Support};
 
 /// The Reshape family: the same elements under another shape.
 pub struct Reshape;
@@ -48,13 +48,18 @@ impl Family for Reshape {
         backward::own_movement_error(at, bounds, terms)
     }
 
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, at: &At, a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         let r = at.batch;
         Some(Back::Linear {
             inputs: vec![Some(a.to_vec())],
             bias: vec![0.0; r],
             mag: vec![0.0; r],
         })
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        // A view: flat indices are unchanged, so a box carries over where the plane does.
+        backward::same_support(at, out)
     }
 
     fn lp_rows(&self, _lp: &mut LpNode) -> Result<(), LpError> {
@@ -112,7 +117,7 @@ impl Family for Select {
         backward::own_movement_error(at, bounds, terms)
     }
 
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, at: &At, a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         let (r, sizes, out_n) = (at.batch, at.in_sizes(), at.out_n());
         let src = kernels::select_sources(&self.map, &sizes);
         let mut ins: Vec<Vec<f64>> = sizes.iter().map(|&n| vec![0.0; r * n]).collect();
@@ -134,6 +139,10 @@ impl Family for Select {
             bias,
             mag,
         })
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        backward::anywhere(at, out)
     }
 
     fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {

@@ -11,9 +11,9 @@ use super::{At, Family, Need, Relaxation};
 use crate::bounds::alpha::RelaxedPass;
 use crate::domain::{Intervals, Rounding};
 use crate::eval::{Scalar, kernels};
-use crate::ir::{Node, Pool};
+use crate::ir::{Node, Pool, Rect};
 use crate::lp::{LpError, LpNode};
-use crate::transformers::backward::{self, Alpha, Back, BackCtx};
+use crate::transformers::backward::{self, Alpha, Back, BackCtx, Support};
 
 /// The max-pool family.
 pub struct MaxPool<'a>(pub &'a Pool);
@@ -127,11 +127,18 @@ impl Family for MaxPool<'_> {
         backward::own_movement_error(at, bounds, terms)
     }
 
-    fn linear_back(&self, _at: &At, _a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, _at: &At, _a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         None
     }
 
-    fn relaxed_back(&self, ctx: &BackCtx, node: &Node, a: &[f64], _alpha: Alpha) -> Back {
+    fn relaxed_back(
+        &self,
+        ctx: &BackCtx,
+        node: &Node,
+        a: &[f64],
+        _alpha: Alpha,
+        _support: &[Option<Rect>],
+    ) -> Back {
         let r = ctx.rows.len();
         let out_n = ctx.g.values[node.output].numel();
         let in_n = ctx.g.values[node.inputs[0]].numel();
@@ -197,6 +204,10 @@ impl Family for MaxPool<'_> {
             }
         }
         (y, None)
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        backward::window_support(at, &self.0.win, out)
     }
 
     fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {
@@ -278,7 +289,7 @@ impl Family for AveragePool<'_> {
         ))
     }
 
-    fn linear_back(&self, at: &At, a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, at: &At, a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         let p = self.0;
         let (r, in_n, out_n) = (at.batch, at.in_n(0), at.out_n());
         let mut ain = vec![0.0; r * in_n];
@@ -301,6 +312,10 @@ impl Family for AveragePool<'_> {
             bias: vec![0.0; r],
             mag: vec![0.0; r],
         })
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        backward::window_support(at, &self.0.win, out)
     }
 
     fn lp_rows(&self, lp: &mut LpNode) -> Result<(), LpError> {

@@ -10,9 +10,9 @@ use super::{At, Family, Need, Relaxation};
 use crate::bounds::alpha::RelaxedPass;
 use crate::domain::{Intervals, Rounding};
 use crate::eval::Scalar;
-use crate::ir::Node;
+use crate::ir::{Node, Rect};
 use crate::lp::{LpError, LpNode};
-use crate::transformers::backward::{self, Alpha, Back, BackCtx};
+use crate::transformers::backward::{self, Alpha, Back, BackCtx, Support};
 use crate::transformers::relax;
 
 /// ReLU (`leak` 0, exact `max(x, 0)`) or LeakyReLU with slope `leak` below 0.
@@ -152,12 +152,23 @@ impl Family for ReluLike {
         Some(backward::error_terms(rnd, terms, 1, 1, &mag))
     }
 
-    fn linear_back(&self, _at: &At, _a: &[f64]) -> Option<Back> {
+    fn linear_back(&self, _at: &At, _a: &[f64], _support: &[Option<Rect>]) -> Option<Back> {
         None
     }
 
-    fn relaxed_back(&self, ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back {
-        backward::lines_back(ctx, node, a, alpha, Some(self.leak))
+    fn relaxed_back(
+        &self,
+        ctx: &BackCtx,
+        node: &Node,
+        a: &[f64],
+        alpha: Alpha,
+        support: &[Option<Rect>],
+    ) -> Back {
+        backward::lines_back(ctx, node, a, alpha, Some(self.leak), support)
+    }
+
+    fn back_support(&self, at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+        backward::same_support(at, out)
     }
 
     fn alpha_leak(&self) -> Option<f64> {

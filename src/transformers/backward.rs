@@ -14,7 +14,7 @@
 
 use super::relax::{self, Lines};
 use crate::domain::{Intervals, LANES, Rounding, fold_lanes, gamma};
-use crate::ir::{Graph, Node, Op};
+use crate::ir::{Graph, Node, Op, Rect, ValueId, Window};
 use crate::ops::{At, Family};
 use crate::with_family;
 
@@ -51,6 +51,123 @@ pub enum Back {
     /// No linear relaxation: bound the node's output by its interval instead (the
     /// coefficients are handed back).
     Concretize(Vec<f64>),
+}
+
+/// Per row, a box of a value's plane outside which the row's coefficients are zero (`None`:
+/// anywhere). Rows of intermediate bounds start one-hot and stay local through the first
+/// layers of a CNN, so the steps along the way touch only their box (cifar_base_kw: a row of
+/// the second convolution's bounds covers 128 of the 2,048 elements of the first ReLU).
+pub type Support = Vec<Option<Rect>>;
+
+/// Call `f` on each range of flat indices of a row of value `v` that may hold a nonzero under
+/// `rect` (the whole row when there is no box or no plane), in increasing order.
+#[inline]
+pub fn for_runs(
+    g: &Graph,
+    v: ValueId,
+    rect: Option<Rect>,
+    mut f: impl FnMut(std::ops::Range<usize>),
+) {
+    let n = g.values[v].numel();
+    match (rect, g.plane(v)) {
+        (Some(r), Some(plane)) => r.runs(plane, n).for_each(f),
+        _ => f(0..n),
+    }
+}
+
+/// [`for_runs`] summing `(sum, magnitude)` pairs over the ranges: a sum of the row's terms in
+/// another order, which the order-free error bound of every caller covers (the terms left
+/// out are zero).
+#[inline]
+pub fn sum_runs(
+    g: &Graph,
+    v: ValueId,
+    rect: Option<Rect>,
+    mut f: impl FnMut(std::ops::Range<usize>) -> (f64, f64),
+) -> (f64, f64) {
+    let (mut s, mut m) = (0.0, 0.0);
+    for_runs(g, v, rect, |rg| {
+        let (a, b) = f(rg);
+        s += a;
+        m += b;
+    });
+    (s, m)
+}
+
+/// The box of each row of a value with `n` elements (`r` rows of `a`) holding its nonzeros,
+/// found by scanning; `None` for a value without a plane.
+pub fn scan_support(g: &Graph, v: ValueId, a: &[f64], r: usize) -> Support {
+    let Some((h, w)) = g.plane(v) else {
+        return vec![None; r];
+    };
+    let n = g.values[v].numel();
+    (0..r)
+        .map(|row| {
+            let (mut y0, mut y1, mut x0, mut x1) = (usize::MAX, 0, usize::MAX, 0);
+            for plane in a[row * n..(row + 1) * n].chunks_exact(h * w) {
+                for (y, line) in plane.chunks_exact(w).enumerate() {
+                    // `!=` keeps a NaN coefficient inside the box.
+                    let Some(first) = line.iter().position(|&x| x != 0.0) else {
+                        continue;
+                    };
+                    let last = line.iter().rposition(|&x| x != 0.0).unwrap_or(first);
+                    y0 = y0.min(y);
+                    y1 = y1.max(y + 1);
+                    x0 = x0.min(first);
+                    x1 = x1.max(last + 1);
+                }
+            }
+            Some(if y0 < y1 {
+                Rect { y0, y1, x0, x1 }
+            } else {
+                Rect::default()
+            })
+        })
+        .collect()
+}
+
+/// The rows' boxes of both supports together (`None` where either is).
+pub fn union_support(a: &[Option<Rect>], b: &[Option<Rect>]) -> Support {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| Some((*x)?.union((*y)?)))
+        .collect()
+}
+
+/// [`crate::ops::Family::back_support`] of a family whose step maps each input element only
+/// onto the output element at the same index: an input with the output's plane and size keeps
+/// the boxes, any other gets `None`.
+pub(crate) fn same_support(at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+    let (g, node) = (at.g, at.node);
+    let plane = g.plane(node.output);
+    node.inputs
+        .iter()
+        .map(|&i| {
+            if plane.is_some() && g.plane(i) == plane && g.values[i].numel() == at.out_n() {
+                out.to_vec()
+            } else {
+                vec![None; out.len()]
+            }
+        })
+        .collect()
+}
+
+/// [`crate::ops::Family::back_support`] of a family that reads its input through `win`
+/// (convolution, pooling): each output box maps to the input positions its windows read.
+pub(crate) fn window_support(at: &At, win: &Window, out: &[Option<Rect>]) -> Vec<Support> {
+    let (g, node) = (at.g, at.node);
+    let fits = g.plane(node.output) == Some((win.oh, win.ow))
+        && g.plane(node.inputs[0]) == Some((win.h, win.w));
+    let mut all = anywhere(at, out);
+    if fits {
+        all[0] = out.iter().map(|r| r.map(|r| win.input_rect(r))).collect();
+    }
+    all
+}
+
+/// [`crate::ops::Family::back_support`] of a family that may spread a row anywhere.
+pub(crate) fn anywhere(at: &At, out: &[Option<Rect>]) -> Vec<Support> {
+    vec![vec![None; out.len()]; at.node.inputs.len()]
 }
 
 /// Lower slopes chosen per row and element for ReLU-like nodes (alpha-CROWN); `None` uses the
@@ -118,8 +235,15 @@ pub fn node_error(
     with_family!(&node.op, f => f.backward_error(&at, bounds, rnd, terms))
 }
 
-/// One backward step through `node` for coefficients `a` (`rows x out_n`).
-pub fn backward(ctx: &BackCtx, node: &Node, a: Vec<f64>, alpha: Alpha) -> Back {
+/// One backward step through `node` for coefficients `a` (`rows x out_n`) supported in
+/// `support` (one box per row, see [`Support`]).
+pub fn backward(
+    ctx: &BackCtx,
+    node: &Node,
+    a: Vec<f64>,
+    alpha: Alpha,
+    support: &[Option<Rect>],
+) -> Back {
     // A view: hand the coefficients through without copying them.
     if matches!(node.op, Op::Reshape) {
         let r = ctx.rows.len();
@@ -129,35 +253,37 @@ pub fn backward(ctx: &BackCtx, node: &Node, a: Vec<f64>, alpha: Alpha) -> Back {
             mag: vec![0.0; r],
         };
     }
-    match step(ctx, node, &a, alpha) {
+    match step(ctx, node, &a, alpha, support) {
         Back::Concretize(_) => Back::Concretize(a),
         b => b,
     }
 }
 
-fn step(ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha) -> Back {
+fn step(ctx: &BackCtx, node: &Node, a: &[f64], alpha: Alpha, support: &[Option<Rect>]) -> Back {
     let at = At {
         g: ctx.g,
         node,
         batch: ctx.rows.len(),
     };
     debug_assert_eq!(a.len(), at.batch * at.out_n());
-    with_family!(&node.op, f => match f.linear_back(&at, a) {
+    with_family!(&node.op, f => match f.linear_back(&at, a, support) {
         Some(b) => b,
-        None => f.relaxed_back(ctx, node, a, alpha),
+        None => f.relaxed_back(ctx, node, a, alpha, support),
     })
 }
 
 /// The backward step through relaxation lines (ReLU-like kinks and elementwise functions):
 /// the lower line where a coefficient is positive, the upper where negative. `kink` is the
 /// leak of a ReLU-like node, whose lower line through the origin alpha-CROWN may choose (any
-/// slope in `[leak, 1]` is sound for an unstable neuron).
+/// slope in `[leak, 1]` is sound for an unstable neuron). Only each row's `support` is
+/// visited: elsewhere its coefficients, and so its terms and outgoing coefficients, are zero.
 pub(crate) fn lines_back(
     ctx: &BackCtx,
     node: &Node,
     a: &[f64],
     alpha: Alpha,
     kink: Option<f64>,
+    support: &[Option<Rect>],
 ) -> Back {
     let r = ctx.rows.len();
     let n = ctx.g.values[node.output].numel();
@@ -173,29 +299,35 @@ pub(crate) fn lines_back(
         let d = ctx.rows[row];
         let (arow, lrow) = (&a[row * n..(row + 1) * n], &lines[d * n..(d + 1) * n]);
         let out = &mut ain[row * n..(row + 1) * n];
-        let (sb, sm) = match alpha {
-            Some(al) if optimised => {
-                let (lo, hi) = (&xb.lo[d * n..(d + 1) * n], &xb.hi[d * n..(d + 1) * n]);
-                let alr = &al[row * n..(row + 1) * n];
-                line_row(arow, lrow, out, |j, v, ln| {
-                    // Optimised slope on the side through the origin (sound anywhere in range).
-                    if v < 0.0 {
-                        (ln.ku, ln.bu)
-                    } else if relax::unstable(lo[j], hi[j]) {
-                        (alr[j].clamp(leak, 1.0), 0.0)
-                    } else {
-                        (ln.kl, ln.bl)
-                    }
-                })
-            }
-            _ => line_row(arow, lrow, out, |_, v, ln| {
-                if v >= 0.0 {
-                    (ln.kl, ln.bl)
-                } else {
-                    (ln.ku, ln.bu)
+        let rect = support.get(row).copied().flatten();
+        let (sb, sm) = sum_runs(ctx.g, node.output, rect, |rg| {
+            let (ar, lr, o) = (&arow[rg.clone()], &lrow[rg.clone()], &mut out[rg.clone()]);
+            match alpha {
+                Some(al) if optimised => {
+                    let (lo, hi) = (&xb.lo[d * n..(d + 1) * n], &xb.hi[d * n..(d + 1) * n]);
+                    let (lo, hi) = (&lo[rg.clone()], &hi[rg.clone()]);
+                    let alr = &al[row * n..(row + 1) * n][rg.clone()];
+                    line_row(ar, lr, o, |j, v, ln| {
+                        // Optimised slope on the side through the origin (sound anywhere in
+                        // range).
+                        if v < 0.0 {
+                            (ln.ku, ln.bu)
+                        } else if relax::unstable(lo[j], hi[j]) {
+                            (alr[j].clamp(leak, 1.0), 0.0)
+                        } else {
+                            (ln.kl, ln.bl)
+                        }
+                    })
                 }
-            }),
-        };
+                _ => line_row(ar, lr, o, |_, v, ln| {
+                    if v >= 0.0 {
+                        (ln.kl, ln.bl)
+                    } else {
+                        (ln.ku, ln.bu)
+                    }
+                }),
+            }
+        });
         bias[row] = sb;
         mag[row] = sm;
     }
