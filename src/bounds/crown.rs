@@ -159,6 +159,13 @@ pub struct Crown<'g> {
     pub splits: Vec<Vec<(ValueId, usize, bool)>>,
 }
 
+/// `sum |a_j| e_j` over the entries `rg` of a row. Its terms are nonnegative, so the sum is
+/// its own magnitude: leaving the magnitude out halves the work (mnistfc 256x6).
+#[inline]
+fn error_run(a: &[f64], e: &[f64], rg: std::ops::Range<usize>) -> f64 {
+    crate::domain::sum_mag2(&a[rg.clone()], &e[rg], |x, y| x.abs() * y).0
+}
+
 /// Output of one backward pass.
 pub struct Pass {
     /// Sound lower bound of each row's objective: the best of [`Pass::plain`] and the
@@ -542,9 +549,8 @@ impl<'g> Crown<'g> {
                 for row in 0..r {
                     let d = rows[row];
                     let (ar, er) = (&a[row * n..(row + 1) * n], &e[d * n..(d + 1) * n]);
-                    let (s, _) = backward::sum_runs(g, out, s_out[row], |rg| {
-                        crate::domain::sum_mag2(&ar[rg.clone()], &er[rg], |x, y| x.abs() * y)
-                    });
+                    let mut s = 0.0;
+                    backward::for_runs(g, out, s_out[row], |rg| s += error_run(ar, er, rg));
                     bias[row] -= s;
                     mag[row] += s;
                 }
@@ -585,7 +591,7 @@ impl<'g> Crown<'g> {
                     let bd = self.bounds[out].as_ref().expect("bounds");
                     for row in 0..r {
                         let d = rows[row];
-                        let (s, m) = self.concretize_row(out, &a, &bd, row, d, s_out[row]);
+                        let (s, m) = self.concretize_row(out, &a, bd, row, d, s_out[row]);
                         bias[row] += s;
                         mag[row] += m;
                     }

@@ -474,7 +474,8 @@ fn support_rect<T: Scalar>(g: &[T], m: usize, oh: usize, ow: usize) -> Option<Re
 /// [`Scalar::gemm_rows`] for few positions, which reads `W` in place and, in f64, skips a
 /// channel that is zero at four positions at once, e.g. behind inactive ReLUs), then each
 /// position's row added onto the input taps it came from (runs of `kw` contiguous entries at
-/// unit dilation). Each entry of the result is the same sum of products as the
+/// unit dilation); chunks of whole maps skip the gather (the map read as a strided view).
+/// Each entry of the result is the same sum of products as the
 /// column-to-image form, its zero terms left out, in another order: the error bound of a sum
 /// of that many terms holds.
 fn conv_t_boxes<T: Scalar>(c: &Conv, w: &[T], go: &[T], imgs: &[(usize, Rect)], gi: &mut [T]) {
@@ -521,36 +522,59 @@ fn conv_t_boxes<T: Scalar>(c: &Conv, w: &[T], go: &[T], imgs: &[(usize, Rect)], 
         start = end;
         a.resize(npos * mg, T::ZERO);
         cols.resize(npos * ckk, T::ZERO);
+        // Whole maps big enough for the packing GEMM are read in place (positions x channels
+        // is the map's transpose, a strided view): gathering them cost more than the product.
+        let whole = npos >= PACKED_MIN && part.iter().all(|&(_, r)| r.area() == ohw);
         for grp in 0..c.group {
-            let mut p = 0;
-            for &(img, r) in part {
-                let g = &go[img * out_img + grp * mg * ohw..][..mg * ohw];
-                for oy in r.y0..r.y1 {
-                    for ox in r.x0..r.x1 {
-                        let at = oy * wn.ow + ox;
-                        for (mm, d) in a[p * mg..(p + 1) * mg].iter_mut().enumerate() {
-                            *d = g[mm * ohw + at];
+            let wg = &w[grp * mg * ckk..(grp + 1) * mg * ckk];
+            if whole {
+                for (i, &(img, _)) in part.iter().enumerate() {
+                    let g = &go[img * out_img + grp * mg * ohw..][..mg * ohw];
+                    let out = &mut cols[i * ohw * ckk..(i + 1) * ohw * ckk];
+                    gemm(
+                        ohw,
+                        mg,
+                        ckk,
+                        g,
+                        (1, ohw),
+                        wg,
+                        (ckk, 1),
+                        out,
+                        (ckk, 1),
+                        false,
+                    );
+                }
+            } else {
+                let mut p = 0;
+                for &(img, r) in part {
+                    let g = &go[img * out_img + grp * mg * ohw..][..mg * ohw];
+                    for oy in r.y0..r.y1 {
+                        for ox in r.x0..r.x1 {
+                            let at = oy * wn.ow + ox;
+                            for (mm, d) in a[p * mg..(p + 1) * mg].iter_mut().enumerate() {
+                                *d = g[mm * ohw + at];
+                            }
+                            p += 1;
                         }
-                        p += 1;
                     }
                 }
-            }
-            let wg = &w[grp * mg * ckk..(grp + 1) * mg * ckk];
-            if npos >= PACKED_MIN {
-                gemm(
-                    npos,
-                    mg,
-                    ckk,
-                    &a[..npos * mg],
-                    (mg, 1),
-                    wg,
-                    (ckk, 1),
-                    &mut cols[..npos * ckk],
-                    (ckk, 1),
-                    false,
-                );
-            } else {
-                T::gemm_rows(npos, mg, ckk, &a[..npos * mg], wg, &mut cols[..npos * ckk]);
+                let (a, cols) = (&a[..npos * mg], &mut cols[..npos * ckk]);
+                if npos >= PACKED_MIN {
+                    gemm(
+                        npos,
+                        mg,
+                        ckk,
+                        a,
+                        (mg, 1),
+                        wg,
+                        (ckk, 1),
+                        cols,
+                        (ckk, 1),
+                        false,
+                    );
+                } else {
+                    T::gemm_rows(npos, mg, ckk, a, wg, cols);
+                }
             }
             let mut p = 0;
             for &(img, r) in part {
@@ -1025,6 +1049,7 @@ mod tests {
             (4, 10, 10, 6, 2, 4, 4, 2, 1, 1),
             (2, 7, 9, 3, 1, 3, 2, 2, 0, 2),
             (3, 6, 6, 3, 3, 1, 1, 1, 0, 1),
+            (4, 17, 16, 4, 2, 3, 3, 1, 1, 1),
         ] {
             let oh = (h + 2 * p - d * (kh - 1) - 1) / s + 1;
             let ow = (w + 2 * p - d * (kw - 1) - 1) / s + 1;
@@ -1082,6 +1107,19 @@ mod tests {
                     "conv {ch}x{h}x{w} k{kh}x{kw} s{s}: {i}: {a} vs {b}"
                 );
             }
+            // Dense maps alone: on a map of `PACKED_MIN` positions or more they are read in
+            // place (the whole-map product), else gathered like any box.
+            let dense = &go[6 * out_img..];
+            let whole = conv_t(&conv, &conv.weight.f64, dense, 1);
+            assert!(
+                whole
+                    .iter()
+                    .zip(&want[6 * whole.len()..])
+                    .all(|(a, b)| (a - b).abs() <= 1e-12)
+            );
+            let twice: Vec<f64> = dense.iter().chain(dense).copied().collect();
+            let both = conv_t(&conv, &conv.weight.f64, &twice, 2);
+            assert!(both.chunks(whole.len()).all(|c| c == whole.as_slice()));
             // The dense lowering, where the layer gets one, computes the same convolution.
             let x: Vec<f64> = (0..2 * ch * h * w).map(|_| rnd()).collect();
             if let Some(t) = dense_conv_matrix(&conv) {
