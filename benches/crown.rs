@@ -1,5 +1,6 @@
 //! CROWN and alpha-CROWN per spec (intermediate bounds + spec rows folded into the backward
-//! pass) on the first instance of ACAS Xu, mnistfc 256x2/256x6, oval21 and cifar10_resnet.
+//! pass) on the first instance of ACAS Xu, mnistfc 256x2/256x6, oval21 and cifar10_resnet
+//! (2b, 4b).
 //! `cargo bench --bench crown`. Needs ../shared/benchmarks (skipped loudly otherwise, except
 //! for the bundled ACAS Xu network).
 
@@ -57,6 +58,12 @@ fn cases() -> Vec<(&'static str, PathBuf, PathBuf, usize)> {
             "cifar10_resnet_2b",
             "cifar10_resnet/onnx/resnet_2b.onnx",
             "cifar10_resnet/vnnlib_properties_pgd_filtered/resnet2b_pgd_filtered/prop_0_eps_0.008.vnnlib",
+            10,
+        ),
+        (
+            "cifar10_resnet_4b",
+            "cifar10_resnet/onnx/resnet_4b.onnx",
+            "cifar10_resnet/vnnlib_properties_pgd_filtered/resnet4b_pgd_filtered/prop_0_eps_0.004.vnnlib",
             10,
         ),
     ] {
