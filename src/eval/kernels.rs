@@ -370,7 +370,7 @@ pub fn linear_t<T: Scalar>(l: &Linear, w: &[T], go: &[T], batch: usize) -> Vec<T
 
 /// Positions from which [`conv_t_boxes`] multiplies through the packing GEMM: its blocked
 /// kernel wins once the weights' packing is shared by enough positions.
-const PACKED_MIN: usize = 256;
+const PACKED_MIN: usize = 64;
 
 /// Bytes of column scratch per chunk of the transposed convolution.
 const COL_BUDGET: usize = 512 << 10;
