@@ -450,8 +450,8 @@ fn add_run<T: Scalar>(d: &mut [T], s: &[T]) {
 }
 
 /// The smallest rectangle of positions holding every nonzero of `g` (`m` channels of
-/// `oh x ow`); `None` when `g` is all zero.
-fn support_rect<T: Scalar>(g: &[T], m: usize, oh: usize, ow: usize) -> Option<Rect> {
+/// `oh x ow`; a NaN counts as nonzero); `None` when `g` is all zero.
+pub(crate) fn support_rect<T: Scalar>(g: &[T], m: usize, oh: usize, ow: usize) -> Option<Rect> {
     let (mut y0, mut y1, mut x0, mut x1) = (usize::MAX, 0, usize::MAX, 0);
     for plane in g.chunks_exact(oh * ow).take(m) {
         for (oy, row) in plane.chunks_exact(ow).enumerate() {

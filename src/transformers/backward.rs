@@ -103,25 +103,8 @@ pub fn scan_support(g: &Graph, v: ValueId, a: &[f64], r: usize) -> Support {
     let n = g.values[v].numel();
     (0..r)
         .map(|row| {
-            let (mut y0, mut y1, mut x0, mut x1) = (usize::MAX, 0, usize::MAX, 0);
-            for plane in a[row * n..(row + 1) * n].chunks_exact(h * w) {
-                for (y, line) in plane.chunks_exact(w).enumerate() {
-                    // `!=` keeps a NaN coefficient inside the box.
-                    let Some(first) = line.iter().position(|&x| x != 0.0) else {
-                        continue;
-                    };
-                    let last = line.iter().rposition(|&x| x != 0.0).unwrap_or(first);
-                    y0 = y0.min(y);
-                    y1 = y1.max(y + 1);
-                    x0 = x0.min(first);
-                    x1 = x1.max(last + 1);
-                }
-            }
-            Some(if y0 < y1 {
-                Rect { y0, y1, x0, x1 }
-            } else {
-                Rect::default()
-            })
+            let a = &a[row * n..(row + 1) * n];
+            Some(crate::eval::kernels::support_rect(a, n / (h * w), h, w).unwrap_or_default())
         })
         .collect()
 }
