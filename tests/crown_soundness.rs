@@ -121,7 +121,8 @@ fn crown_contains_samples_of_cnns_with_local_rows() {
 /// the order of the f64 sums: a box that missed a nonzero would drop its terms and show here
 /// (samples alone rarely reach the bounds of a CNN's hidden values).
 fn same_bounds_with_dense_rows(model: &onnx_protobuf::ModelProto, desc: &str, seed: u64) {
-    use ferrocert::bounds::crown::{Crown, CrownConfig};
+    use ferrocert::bounds::alpha::{self, AlphaConfig};
+    use ferrocert::bounds::crown::{Crown, CrownConfig, Intermediate, Seeds};
     let g = passes::simplify(netgen::import(model));
     let mut r = Rng(seed ^ 0xb0c5);
     let c: Vec<f64> = (0..g.input_numel())
@@ -131,26 +132,97 @@ fn same_bounds_with_dense_rows(model: &onnx_protobuf::ModelProto, desc: &str, se
         c.iter().map(|v| v - 0.1).collect(),
         c.iter().map(|v| v + 0.1).collect(),
     );
+    // CROWN, and alpha-CROWN on every unstable intermediate bound, whose gradients come from
+    // a forward pass computed only inside the rows' boxes (`conv_boxes`).
+    for intermediate in [Intermediate::Crown, Intermediate::Alpha] {
+        let run = |local_rows| {
+            let cfg = CrownConfig {
+                local_rows,
+                intermediate,
+                ..CrownConfig::default()
+            };
+            Crown::new(&g, input.clone(), 1, cfg).bounds
+        };
+        let (local, dense) = (run(true), run(false));
+        let mut compared = 0;
+        for (v, (a, b)) in local.iter().zip(&dense).enumerate() {
+            let (Some(a), Some(b)) = (a, b) else { continue };
+            for (x, y) in a.lo.iter().chain(&a.hi).zip(b.lo.iter().chain(&b.hi)) {
+                assert!(
+                    (x - y).abs() <= 1e-9 * (1.0 + x.abs()),
+                    "{desc} ({intermediate:?}): value {v}: bound {x} with row boxes, {y} with \
+                     dense rows"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 1000, "{desc}: only {compared} bounds compared");
+    }
+    // beta-CROWN on a domain with splits on the first ReLU's undecided inputs: the split
+    // multipliers' gradients read pre-activations no coefficient reaches at first.
+    let root = Crown::new(&g, input.clone(), 1, CrownConfig::default());
+    let first = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, ferrocert::ir::Op::Relu))
+        .expect("a ReLU")
+        .inputs[0];
+    let b = root.bounds[first].as_ref().expect("bounds");
+    let unstable: Vec<usize> = (0..g.values[first].numel())
+        .filter(|&j| ferrocert::transformers::relax::unstable(b.lo[j], b.hi[j]))
+        .collect();
+    assert!(unstable.len() >= 4, "{desc}: {} undecided", unstable.len());
+    let seeds = Seeds {
+        bounds: vec![None; g.values.len()],
+        splits: unstable
+            .iter()
+            .step_by(unstable.len() / 4)
+            .take(4)
+            .enumerate()
+            .map(|(i, &j)| (first, 0, j, i % 2 == 0))
+            .collect(),
+        skip_before: 0,
+    };
+    let no = g.output_numel();
+    let cfg = AlphaConfig {
+        iterations: 10,
+        lr_beta: 0.5,
+        ..Default::default()
+    };
     let run = |local_rows| {
-        let cfg = CrownConfig {
+        let ccfg = CrownConfig {
             local_rows,
+            intermediate: Intermediate::Alpha,
+            alpha: cfg,
             ..CrownConfig::default()
         };
-        Crown::new(&g, input.clone(), 1, cfg).bounds
+        let c = Crown::build(&g, input.clone(), 1, ccfg, Some(&seeds));
+        let out = alpha::optimize(
+            &c,
+            g.output,
+            &vec![0; no],
+            |k, a| {
+                a.fill(0.0);
+                a[k] = 1.0;
+            },
+            &cfg,
+        );
+        // Every intermediate bound after the splits, then the outputs.
+        c.bounds
+            .iter()
+            .flatten()
+            .flat_map(|b| b.lo.iter().chain(&b.hi).copied().collect::<Vec<_>>())
+            .chain(out)
+            .collect::<Vec<f64>>()
     };
     let (local, dense) = (run(true), run(false));
-    let mut compared = 0;
-    for (v, (a, b)) in local.iter().zip(&dense).enumerate() {
-        let (Some(a), Some(b)) = (a, b) else { continue };
-        for (x, y) in a.lo.iter().chain(&a.hi).zip(b.lo.iter().chain(&b.hi)) {
-            assert!(
-                (x - y).abs() <= 1e-9 * (1.0 + x.abs()),
-                "{desc}: value {v}: bound {x} with row boxes, {y} with dense rows"
-            );
-            compared += 1;
-        }
+    assert_eq!(local.len(), dense.len());
+    for (x, y) in local.iter().zip(&dense) {
+        assert!(
+            (x - y).abs() <= 1e-9 * (1.0 + x.abs()),
+            "{desc} (beta-CROWN): {x} with row boxes, {y} with dense rows"
+        );
     }
-    assert!(compared > 1000, "{desc}: only {compared} bounds compared");
 }
 
 fn check_model(

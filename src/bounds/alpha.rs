@@ -177,13 +177,15 @@ impl Adam {
     /// One ascent step of `x` along `grad` (iteration `t` from 1), projected onto `[lo, hi]`.
     fn step(&mut self, x: &mut [f64], grad: &[f64], lr: f64, t: i32, lo: f64, hi: f64) {
         let (b1, b2, eps) = (0.9, 0.999, 1e-8);
-        for i in 0..x.len() {
-            self.m[i] = b1 * self.m[i] + (1.0 - b1) * grad[i];
-            self.s[i] = b2 * self.s[i] + (1.0 - b2) * grad[i] * grad[i];
-            let mh = self.m[i] / (1.0 - f64::powi(b1, t));
-            let vh = self.s[i] / (1.0 - f64::powi(b2, t));
+        let (c1, c2) = (1.0 - f64::powi(b1, t), 1.0 - f64::powi(b2, t));
+        // Zipped, so the loop runs without index checks (and vectorises).
+        for (((x, &g), m), s) in x.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.s) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *s = b2 * *s + (1.0 - b2) * g * g;
+            let mh = *m / c1;
+            let vh = *s / c2;
             // `max` before `min` maps a NaN step to `lo`.
-            x[i] = (x[i] + lr * mh / (vh.sqrt() + eps)).max(lo).min(hi);
+            *x = (*x + lr * mh / (vh.sqrt() + eps)).max(lo).min(hi);
         }
     }
 }
@@ -387,9 +389,19 @@ fn gradients(
     }
     // Forward pass of the relaxed network with the rows as the batch.
     let last = g.nodes.iter().position(|nd| nd.output == v).unwrap_or(0);
+    // Without row boxes (`CrownConfig::local_rows` off) every value is computed in full.
+    let need = c
+        .local_rows
+        .then(|| forward_need(c, last, rows, alphas, at_act, betas));
     let mut vals: Vec<Option<Vec<f64>>> = vec![None; g.values.len()];
     vals[g.input] = Some(x);
     for (idx, node) in g.nodes.iter().enumerate().take(last + 1) {
+        let need = need.as_ref().map(|n| n[node.output].as_deref());
+        if need == Some(None) {
+            // Nothing reads this output (e.g. the bounded value itself): every reader, and
+            // every node with slopes, has a box.
+            continue;
+        }
         let ins: Vec<&[f64]> = node
             .inputs
             .iter()
@@ -400,6 +412,7 @@ fn gradients(
             rows,
             alpha: alphas[idx].as_deref(),
             coef: at_act[idx].as_deref(),
+            need: need.flatten(),
         };
         let at = At { g, node, batch: r };
         let (y, gr) = with_family!(&node.op, f => f.relaxed_forward(&pass, &at, &ins));
@@ -419,6 +432,81 @@ fn gradients(
     (grads, beta_grads)
 }
 
+/// Per value up to node `last`, per row, the box of its plane where [`gradients`] reads the
+/// relaxed forward pass (`None` for a value nothing reads): each slope's input where the
+/// row's coefficient at the node is nonzero, each split's pre-activation (beta-CROWN), and,
+/// through every node's [`Family::back_support`] (which holds the inputs an output box reads),
+/// what those values read. Outside the boxes the pass may leave values unset: they reach no
+/// gradient. The gradients only steer the ascent; every bound comes from a backward pass.
+fn forward_need(
+    c: &Crown,
+    last: usize,
+    rows: &[usize],
+    alphas: &Alphas,
+    at_act: &[Option<Vec<f64>>],
+    betas: bool,
+) -> Vec<Option<crate::transformers::backward::Support>> {
+    use crate::ir::Rect;
+    use crate::transformers::backward::{Support, scan_support, union_support};
+    let g = c.g;
+    let r = rows.len();
+    let mut need: Vec<Option<Support>> = vec![None; g.values.len()];
+    let add = |need: &mut Vec<Option<Support>>, v: ValueId, s: &[Option<Rect>]| {
+        need[v] = Some(match need[v].take() {
+            None => s.to_vec(),
+            Some(old) => old
+                .iter()
+                .zip(s)
+                .map(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => Some(a.union(*b)),
+                    _ => None,
+                })
+                .collect(),
+        });
+    };
+    if betas {
+        for (row, &d) in rows.iter().enumerate() {
+            for &(sv, j, _) in &c.splits[d] {
+                let mut s: Support = vec![Some(Rect::default()); r];
+                s[row] = g.plane(sv).map(|(h, w)| {
+                    let (y, x) = ((j / w) % h, j % w);
+                    Rect {
+                        y0: y,
+                        y1: y + 1,
+                        x0: x,
+                        x1: x + 1,
+                    }
+                });
+                add(&mut need, sv, &s);
+            }
+        }
+    }
+    for idx in (0..=last.min(g.nodes.len().saturating_sub(1))).rev() {
+        let node = &g.nodes[idx];
+        let at = At { g, node, batch: r };
+        let mut out = need[node.output].clone();
+        if alphas[idx].is_some() {
+            // The slope gradient reads the input where the coefficient is nonzero (anywhere
+            // when none was recorded).
+            let s = match &at_act[idx] {
+                Some(coef) => scan_support(g, node.output, coef, r),
+                None => vec![None; r],
+            };
+            out = Some(match out {
+                None => s,
+                Some(o) => union_support(&o, &s),
+            });
+        }
+        let Some(out) = out else { continue };
+        let ins = with_family!(&node.op, f => f.back_support(&at, &out));
+        for (&i, s) in node.inputs.iter().zip(&ins) {
+            add(&mut need, i, s);
+        }
+        need[node.output] = Some(out);
+    }
+    need
+}
+
 /// One node's view of the relaxed network's forward pass (rows as the batch, each at its
 /// minimising input vertex), for [`crate::ops::Family::relaxed_forward`].
 pub struct RelaxedPass<'a> {
@@ -429,6 +517,10 @@ pub struct RelaxedPass<'a> {
     pub alpha: Option<&'a [f64]>,
     /// The coefficients that reached the node's output in the backward pass (`[rows, numel]`).
     pub coef: Option<&'a [f64]>,
+    /// Per row, a box of the node's output plane outside which no gradient reads the output
+    /// (`None` in the list: the whole plane; `None` here: every element is computed). A
+    /// family may leave the output there unset.
+    pub need: Option<&'a [Option<crate::ir::Rect>]>,
 }
 
 impl RelaxedPass<'_> {
@@ -464,24 +556,29 @@ impl RelaxedPass<'_> {
         let mut gr = al.map(|_| vec![0.0; r * out_n]);
         for row in 0..r {
             let d = self.rows[row];
-            for j in 0..out_n {
-                let ln = &lines[d * out_n + j];
-                let xv = xin[row * out_n + j];
-                let (l, u) = (xb.lo[d * out_n + j], xb.hi[d * out_n + j]);
-                y[row * out_n + j] = if self.lower_side(row, j, out_n) {
-                    match al {
-                        Some(a) if relax::unstable(l, u) => {
-                            if let (Some(gr), Some(ca)) = (gr.as_mut(), coef) {
-                                gr[row * out_n + j] = ca[row * out_n + j].max(0.0) * xv;
+            // Outside the row's box nothing reads the output, and the coefficient is zero
+            // there, so the slope gradient is too.
+            let rect = self.need.and_then(|s| s.get(row).copied().flatten());
+            crate::transformers::backward::for_runs(at.g, node.output, rect, |js| {
+                for j in js {
+                    let ln = &lines[d * out_n + j];
+                    let xv = xin[row * out_n + j];
+                    let (l, u) = (xb.lo[d * out_n + j], xb.hi[d * out_n + j]);
+                    y[row * out_n + j] = if self.lower_side(row, j, out_n) {
+                        match al {
+                            Some(a) if relax::unstable(l, u) => {
+                                if let (Some(gr), Some(ca)) = (gr.as_mut(), coef) {
+                                    gr[row * out_n + j] = ca[row * out_n + j].max(0.0) * xv;
+                                }
+                                a[row * out_n + j] * xv
                             }
-                            a[row * out_n + j] * xv
+                            _ => ln.kl * xv + ln.bl,
                         }
-                        _ => ln.kl * xv + ln.bl,
-                    }
-                } else {
-                    ln.ku * xv + ln.bu
-                };
-            }
+                    } else {
+                        ln.ku * xv + ln.bu
+                    };
+                }
+            });
         }
         (y, gr)
     }

@@ -153,7 +153,7 @@ pub struct Crown<'g> {
     /// Slope optimisation for intermediate bounds ([`Intermediate::Alpha`]), if any.
     alpha: Option<AlphaConfig>,
     /// [`CrownConfig::local_rows`].
-    local_rows: bool,
+    pub(crate) local_rows: bool,
     /// Split constraints of each domain, `(value, element, active)`, in the order their
     /// Lagrange multipliers ([`Betas`]) follow.
     pub splits: Vec<Vec<(ValueId, usize, bool)>>,

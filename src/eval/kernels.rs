@@ -468,6 +468,155 @@ pub(crate) fn support_rect<T: Scalar>(g: &[T], m: usize, oh: usize, ow: usize) -
     (y0 < y1).then_some(Rect { y0, y1, x0, x1 })
 }
 
+/// `C = A B` for `npos` gathered positions (the rows of `A`, `npos x k`, row-major) and
+/// weights `B` (`k x n`, strides `bs`) into row-major `C`: the packing GEMM from
+/// `PACKED_MIN` positions, else the row kernel, which reads a row-major `B` (another layout
+/// is copied into `scratch` first).
+#[allow(clippy::too_many_arguments)]
+fn positions_times<T: Scalar>(
+    npos: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    b: &[T],
+    bs: (usize, usize),
+    c: &mut [T],
+    scratch: &mut Vec<T>,
+) {
+    if npos >= PACKED_MIN {
+        gemm(npos, k, n, a, (k, 1), b, bs, c, (n, 1), false);
+    } else if bs == (n, 1) {
+        T::gemm_rows(npos, k, n, a, b, c);
+    } else {
+        scratch.clear();
+        scratch.extend((0..k * n).map(|i| b[(i / n) * bs.0 + (i % n) * bs.1]));
+        T::gemm_rows(npos, k, n, a, scratch, c);
+    }
+}
+
+/// Sizes of a convolution's operands, per image and group.
+struct Dims {
+    /// Input and output channels per group.
+    cg: usize,
+    mg: usize,
+    /// Length of a position's column: `cg kh kw`.
+    ckk: usize,
+    /// Output positions, input positions.
+    ohw: usize,
+    hw: usize,
+    /// Elements of one input and one output image.
+    in_img: usize,
+    out_img: usize,
+}
+
+impl Dims {
+    fn of(c: &Conv) -> Self {
+        let wn = &c.win;
+        let (cg, mg) = (wn.c / c.group, c.m / c.group);
+        let (ohw, hw) = (wn.oh * wn.ow, wn.h * wn.w);
+        Dims {
+            cg,
+            mg,
+            ckk: cg * wn.kh * wn.kw,
+            ohw,
+            hw,
+            in_img: wn.c * hw,
+            out_img: c.m * ohw,
+        }
+    }
+}
+
+/// The kernel rows (columns) whose taps land inside the image, per output row (column) of a
+/// window: a contiguous range, as the tap moves monotonically with the kernel offset.
+struct TapSpans {
+    rows: Vec<(usize, usize)>,
+    cols: Vec<(usize, usize)>,
+}
+
+impl TapSpans {
+    fn new(wn: &Window) -> Self {
+        let valid = |n_out: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize| {
+            (0..n_out)
+                .map(|o| {
+                    let ok = |t: usize| {
+                        let i = o * stride + t * dil;
+                        i >= pad && i < pad + size
+                    };
+                    let t0 = (0..k).find(|&t| ok(t)).unwrap_or(k);
+                    let t1 = (t0..k).find(|&t| !ok(t)).unwrap_or(k);
+                    (t0, t1)
+                })
+                .collect()
+        };
+        TapSpans {
+            rows: valid(wn.oh, wn.sh, wn.dh, wn.ph, wn.h, wn.kh),
+            cols: valid(wn.ow, wn.sw, wn.dw, wn.pw, wn.w, wn.kw),
+        }
+    }
+
+    /// For each position of the boxes of `part` (numbered `p` in order), each of `cg` input
+    /// channels and each kernel row whose taps land in the image: `f(p, image, channel, ks,
+    /// at)`, with `ks` the entries `(ci kh + ka) kw + kb` of the position's column those taps
+    /// fill and `at` the index of the first in the channel's plane (the next ones follow every
+    /// `dw`). Positions without an in-image tap are skipped (their `p` still counts).
+    #[inline(always)]
+    fn for_runs(
+        &self,
+        wn: &Window,
+        cg: usize,
+        part: &[(usize, Rect)],
+        mut f: impl FnMut(usize, usize, usize, std::ops::Range<usize>, usize),
+    ) {
+        let (kh, kw) = (wn.kh, wn.kw);
+        let mut p = 0;
+        for &(img, r) in part {
+            for oy in r.y0..r.y1 {
+                let (ka0, ka1) = self.rows[oy];
+                for ox in r.x0..r.x1 {
+                    let pos = p;
+                    p += 1;
+                    let (kb0, kb1) = self.cols[ox];
+                    if kb0 >= kb1 {
+                        continue;
+                    }
+                    // In range: the taps of kb0 and ka lie inside the image.
+                    let ix0 = ox * wn.sw + kb0 * wn.dw - wn.pw;
+                    for ci in 0..cg {
+                        for ka in ka0..ka1 {
+                            let iy = oy * wn.sh + ka * wn.dh - wn.ph;
+                            let k0 = (ci * kh + ka) * kw;
+                            f(pos, img, ci, k0 + kb0..k0 + kb1, iy * wn.w + ix0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Consecutive runs of `boxes` whose positions fit `budget` (at least one box each), with
+/// their position count.
+fn chunks_by_area(
+    boxes: &[(usize, Rect)],
+    budget: usize,
+) -> impl Iterator<Item = (&[(usize, Rect)], usize)> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= boxes.len() {
+            return None;
+        }
+        let mut end = start + 1;
+        let mut npos = boxes[start].1.area();
+        while end < boxes.len() && npos + boxes[end].1.area() <= budget {
+            npos += boxes[end].1.area();
+            end += 1;
+        }
+        let part = &boxes[start..end];
+        start = end;
+        Some((part, npos))
+    })
+}
+
 /// [`conv_t`] of the images `imgs`, each zero outside its box, into `gi`. Per chunk of images
 /// and group: the boxes' positions gathered position-major (`A`: positions x output
 /// channels), one product with the weights as stored (`A W`: positions x `c kh kw`; through
@@ -480,134 +629,66 @@ pub(crate) fn support_rect<T: Scalar>(g: &[T], m: usize, oh: usize, ow: usize) -
 /// of that many terms holds.
 fn conv_t_boxes<T: Scalar>(c: &Conv, w: &[T], go: &[T], imgs: &[(usize, Rect)], gi: &mut [T]) {
     let wn = &c.win;
-    let (cg, mg) = (wn.c / c.group, c.m / c.group);
-    let (kh, kw) = (wn.kh, wn.kw);
-    let ckk = cg * kh * kw;
-    let ohw = wn.oh * wn.ow;
-    let hw = wn.h * wn.w;
-    let in_img = wn.c * hw;
-    let out_img = c.m * ohw;
-    if imgs.is_empty() || ckk == 0 || mg == 0 {
+    let d = Dims::of(c);
+    if imgs.is_empty() || d.ckk == 0 || d.mg == 0 {
         return;
     }
-    // The kernel rows (columns) whose taps land inside the image, per output row (column):
-    // a contiguous range, as the tap moves monotonically with the kernel offset.
-    let valid = |n_out: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize| {
-        (0..n_out)
-            .map(|o| {
-                let ok = |t: usize| {
-                    let i = o * stride + t * dil;
-                    i >= pad && i < pad + size
-                };
-                let t0 = (0..k).find(|&t| ok(t)).unwrap_or(k);
-                let t1 = (t0..k).find(|&t| !ok(t)).unwrap_or(k);
-                (t0, t1)
-            })
-            .collect::<Vec<_>>()
-    };
-    let rows_ok = valid(wn.oh, wn.sh, wn.dh, wn.ph, wn.h, kh);
-    let cols_ok = valid(wn.ow, wn.sw, wn.dw, wn.pw, wn.w, kw);
-    let budget = COL_BUDGET / ((mg + ckk) * std::mem::size_of::<T>()).max(1);
+    let taps = TapSpans::new(wn);
+    let budget = COL_BUDGET / ((d.mg + d.ckk) * std::mem::size_of::<T>()).max(1);
     let (mut a, mut cols) = (Vec::new(), Vec::new());
-    let mut start = 0;
-    while start < imgs.len() {
-        // Images while their positions fit the scratch budget (at least one).
-        let mut end = start + 1;
-        let mut npos = imgs[start].1.area();
-        while end < imgs.len() && npos + imgs[end].1.area() <= budget {
-            npos += imgs[end].1.area();
-            end += 1;
-        }
-        let part = &imgs[start..end];
-        start = end;
-        a.resize(npos * mg, T::ZERO);
-        cols.resize(npos * ckk, T::ZERO);
+    for (part, npos) in chunks_by_area(imgs, budget) {
+        a.resize(npos * d.mg, T::ZERO);
+        cols.resize(npos * d.ckk, T::ZERO);
         // Whole maps big enough for the packing GEMM are read in place (positions x channels
         // is the map's transpose, a strided view): gathering them cost more than the product.
-        let whole = npos >= PACKED_MIN && part.iter().all(|&(_, r)| r.area() == ohw);
+        let whole = npos >= PACKED_MIN && part.iter().all(|&(_, r)| r.area() == d.ohw);
         for grp in 0..c.group {
-            let wg = &w[grp * mg * ckk..(grp + 1) * mg * ckk];
+            let wg = &w[grp * d.mg * d.ckk..(grp + 1) * d.mg * d.ckk];
             if whole {
                 for (i, &(img, _)) in part.iter().enumerate() {
-                    let g = &go[img * out_img + grp * mg * ohw..][..mg * ohw];
-                    let out = &mut cols[i * ohw * ckk..(i + 1) * ohw * ckk];
+                    let g = &go[img * d.out_img + grp * d.mg * d.ohw..][..d.mg * d.ohw];
+                    let out = &mut cols[i * d.ohw * d.ckk..(i + 1) * d.ohw * d.ckk];
                     gemm(
-                        ohw,
-                        mg,
-                        ckk,
+                        d.ohw,
+                        d.mg,
+                        d.ckk,
                         g,
-                        (1, ohw),
+                        (1, d.ohw),
                         wg,
-                        (ckk, 1),
+                        (d.ckk, 1),
                         out,
-                        (ckk, 1),
+                        (d.ckk, 1),
                         false,
                     );
                 }
             } else {
                 let mut p = 0;
                 for &(img, r) in part {
-                    let g = &go[img * out_img + grp * mg * ohw..][..mg * ohw];
+                    let g = &go[img * d.out_img + grp * d.mg * d.ohw..][..d.mg * d.ohw];
                     for oy in r.y0..r.y1 {
                         for ox in r.x0..r.x1 {
                             let at = oy * wn.ow + ox;
-                            for (mm, d) in a[p * mg..(p + 1) * mg].iter_mut().enumerate() {
-                                *d = g[mm * ohw + at];
+                            for (mm, v) in a[p * d.mg..(p + 1) * d.mg].iter_mut().enumerate() {
+                                *v = g[mm * d.ohw + at];
                             }
                             p += 1;
                         }
                     }
                 }
-                let (a, cols) = (&a[..npos * mg], &mut cols[..npos * ckk]);
-                if npos >= PACKED_MIN {
-                    gemm(
-                        npos,
-                        mg,
-                        ckk,
-                        a,
-                        (mg, 1),
-                        wg,
-                        (ckk, 1),
-                        cols,
-                        (ckk, 1),
-                        false,
-                    );
-                } else {
-                    T::gemm_rows(npos, mg, ckk, a, wg, cols);
-                }
+                let (a, cols) = (&a[..npos * d.mg], &mut cols[..npos * d.ckk]);
+                positions_times(npos, d.mg, d.ckk, a, wg, (d.ckk, 1), cols, &mut Vec::new());
             }
-            let mut p = 0;
-            for &(img, r) in part {
-                let base = img * in_img + grp * cg * hw;
-                for oy in r.y0..r.y1 {
-                    let (ka0, ka1) = rows_ok[oy];
-                    for ox in r.x0..r.x1 {
-                        let src = &cols[p * ckk..(p + 1) * ckk];
-                        p += 1;
-                        let (kb0, kb1) = cols_ok[ox];
-                        if kb0 >= kb1 {
-                            continue;
-                        }
-                        // In range: the taps of kb0 and ka lie inside the image.
-                        let ix0 = ox * wn.sw + kb0 * wn.dw - wn.pw;
-                        for ci in 0..cg {
-                            let plane = &mut gi[base + ci * hw..][..hw];
-                            for ka in ka0..ka1 {
-                                let iy = oy * wn.sh + ka * wn.dh - wn.ph;
-                                let s = &src[(ci * kh + ka) * kw + kb0..(ci * kh + ka) * kw + kb1];
-                                let out = &mut plane[iy * wn.w + ix0..];
-                                if wn.dw == 1 {
-                                    add_run(&mut out[..s.len()], s);
-                                } else {
-                                    for (d, &v) in out.iter_mut().step_by(wn.dw).zip(s) {
-                                        *d += v;
-                                    }
-                                }
-                            }
-                        }
+            taps.for_runs(wn, d.cg, part, |p, img, ci, ks, at| {
+                let s = &cols[p * d.ckk..(p + 1) * d.ckk][ks];
+                let out = &mut gi[img * d.in_img + (grp * d.cg + ci) * d.hw..][..d.hw][at..];
+                if wn.dw == 1 {
+                    add_run(&mut out[..s.len()], s);
+                } else {
+                    for (o, &v) in out.iter_mut().step_by(wn.dw).zip(s) {
+                        *o += v;
                     }
                 }
-            }
+            });
         }
     }
 }
@@ -688,7 +769,7 @@ pub fn conv_dense<T: Scalar>(
 }
 
 /// Bytes of im2col scratch per chunk; bounds memory for large batches of small images.
-const IM2COL_BUDGET: usize = 32 << 20;
+const IM2COL_BUDGET: usize = 512 << 10;
 
 /// Grouped 2-D convolution on `batch` samples via im2col and one GEMM per group and chunk.
 pub fn conv<T: Scalar>(cv: &Conv, w: &[T], bias: Option<&[T]>, x: &[T], batch: usize) -> Vec<T> {
@@ -738,6 +819,91 @@ pub fn conv<T: Scalar>(cv: &Conv, w: &[T], bias: Option<&[T]>, x: &[T], batch: u
                     let dst = &mut y[(start + i) * out_img + oc * ohw..][..ohw];
                     for (d, &s) in dst.iter_mut().zip(src) {
                         *d = s + b;
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// [`conv`] exact only inside a box of output positions per sample (`support[sample]`;
+/// `None`: the whole plane; elsewhere zero, or the convolution where [`conv`] itself runs),
+/// reading only the input taps the boxes' windows
+/// read: the forward pass of alpha-CROWN's gradient, which needs each row's relaxed network
+/// only where its backward coefficients are nonzero (a row of cifar_base_kw's second
+/// convolution covers 128 of the 2,048 outputs of the first). Per chunk of boxes and group:
+/// the boxes' windows gathered position-major (`A`: positions x `c kh kw`, zero for padding),
+/// one product with the transposed weights, each position's outputs written to its place.
+/// Boxes covering half the maps or more take [`conv`] itself.
+pub fn conv_boxes<T: Scalar>(
+    cv: &Conv,
+    w: &[T],
+    bias: Option<&[T]>,
+    x: &[T],
+    batch: usize,
+    support: &[Option<Rect>],
+) -> Vec<T> {
+    let wn = &cv.win;
+    let images = batch * wn.n;
+    let d = Dims::of(cv);
+    let full = Rect {
+        y0: 0,
+        y1: wn.oh,
+        x0: 0,
+        x1: wn.ow,
+    };
+    let boxes: Vec<(usize, Rect)> = (0..images)
+        .filter_map(|img| {
+            let r = support
+                .get(img / wn.n.max(1))
+                .copied()
+                .flatten()
+                .unwrap_or(full);
+            (r.area() > 0).then_some((img, r))
+        })
+        .collect();
+    let total: usize = boxes.iter().map(|(_, r)| r.area()).sum();
+    if 2 * total >= images * d.ohw || d.ckk == 0 || d.mg == 0 {
+        return conv(cv, w, bias, x, batch);
+    }
+    let mut y = vec![T::ZERO; images * d.out_img];
+    let taps = TapSpans::new(wn);
+    let budget = COL_BUDGET / ((d.mg + d.ckk) * std::mem::size_of::<T>()).max(1);
+    let (mut a, mut out) = (Vec::new(), Vec::new());
+    let mut wt = Vec::new();
+    for (part, npos) in chunks_by_area(&boxes, budget) {
+        // Taps outside the image stay zero for every group: which taps a position has
+        // depends on the position alone, and each group gathers the same positions.
+        a.clear();
+        a.resize(npos * d.ckk, T::ZERO);
+        out.resize(npos * d.mg, T::ZERO);
+        for grp in 0..cv.group {
+            let wg = &w[grp * d.mg * d.ckk..(grp + 1) * d.mg * d.ckk];
+            taps.for_runs(wn, d.cg, part, |p, img, ci, ks, at| {
+                let src = &x[img * d.in_img + (grp * d.cg + ci) * d.hw..][..d.hw][at..];
+                let d = &mut a[p * d.ckk..(p + 1) * d.ckk][ks];
+                if wn.dw == 1 {
+                    d.copy_from_slice(&src[..d.len()]);
+                } else {
+                    for (dv, &v) in d.iter_mut().zip(src.iter().step_by(wn.dw)) {
+                        *dv = v;
+                    }
+                }
+            });
+            let (a, out) = (&a[..npos * d.ckk], &mut out[..npos * d.mg]);
+            positions_times(npos, d.ckk, d.mg, a, wg, (1, d.ckk), out, &mut wt);
+            let mut p = 0;
+            for &(img, r) in part {
+                for oy in r.y0..r.y1 {
+                    for ox in r.x0..r.x1 {
+                        let src = &out[p * d.mg..(p + 1) * d.mg];
+                        p += 1;
+                        for (mm, &v) in src.iter().enumerate() {
+                            let oc = grp * d.mg + mm;
+                            let b = bias.map_or(T::ZERO, |b| b[oc]);
+                            y[img * d.out_img + oc * d.ohw + oy * wn.ow + ox] = v + b;
+                        }
                     }
                 }
             }
@@ -1039,46 +1205,139 @@ mod tests {
         }
     }
 
+    /// (c, h, w, m, group, kh, kw, stride, pad, dilation) of the convolutions the tests try:
+    /// strided, padded, dilated, grouped, 1x1, and a map of more than `PACKED_MIN` positions.
+    type ConvShape = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    );
+    const CONVS: [ConvShape; 5] = [
+        (3, 9, 8, 4, 1, 3, 3, 1, 1, 1),
+        (4, 10, 10, 6, 2, 4, 4, 2, 1, 1),
+        (2, 7, 9, 3, 1, 3, 2, 2, 0, 2),
+        (3, 6, 6, 3, 3, 1, 1, 1, 0, 1),
+        (4, 17, 16, 4, 2, 3, 3, 1, 1, 1),
+    ];
+
+    /// A convolution of shape `(c, h, w, m, group, kh, kw, stride, pad, dilation)` with random
+    /// weights and no bias.
+    fn random_conv(
+        rnd: &mut impl FnMut() -> f64,
+        (ch, h, w, m, group, kh, kw, s, p, d): ConvShape,
+    ) -> Conv {
+        let oh = (h + 2 * p - d * (kh - 1) - 1) / s + 1;
+        let ow = (w + 2 * p - d * (kw - 1) - 1) / s + 1;
+        let wdata: Vec<f64> = (0..m * (ch / group) * kh * kw).map(|_| rnd()).collect();
+        Conv {
+            weight_abs: wdata.iter().map(|v| v.abs()).collect(),
+            weight: Param::from_f64(vec![m, ch / group, kh, kw], wdata),
+            bias: None,
+            win: Window {
+                n: 1,
+                c: ch,
+                h,
+                w,
+                oh,
+                ow,
+                kh,
+                kw,
+                sh: s,
+                sw: s,
+                ph: p,
+                pw: p,
+                dh: d,
+                dw: d,
+            },
+            m,
+            group,
+            fp: FpModel::default(),
+            dense: Default::default(),
+        }
+    }
+
+    #[test]
+    fn conv_boxes_match_the_convolution_inside_each_box() {
+        let mut rnd = stream(11);
+        for shape in CONVS {
+            let conv = random_conv(&mut rnd, shape);
+            let wn = conv.win.clone();
+            let (oh, ow, ohw) = (wn.oh, wn.ow, wn.oh * wn.ow);
+            let bias: Vec<f64> = (0..conv.m).map(|_| rnd()).collect();
+            let corner = Rect {
+                y0: 0,
+                y1: 1.min(oh),
+                x0: ow - 1,
+                x1: ow,
+            };
+            let middle = Rect {
+                y0: oh / 3,
+                y1: (oh / 3 + 2).min(oh),
+                x0: ow / 4,
+                x1: (ow / 4 + 3).min(ow),
+            };
+            let half = Rect {
+                y0: 0,
+                y1: oh.div_ceil(2),
+                x0: 0,
+                x1: ow,
+            };
+            // Small boxes (the gathered path, every group after the first included) and a
+            // batch covering more than half the maps (the plain convolution).
+            let small = vec![
+                Some(corner),
+                Some(Rect::default()),
+                Some(middle),
+                Some(corner),
+            ];
+            let large = vec![None, Some(half), Some(middle)];
+            for boxes in [small, large] {
+                let batch = boxes.len();
+                let x: Vec<f64> = (0..batch * wn.c * wn.h * wn.w).map(|_| rnd()).collect();
+                let got = conv_boxes(&conv, &conv.weight.f64, Some(&bias), &x, batch, &boxes);
+                let want = super::conv(&conv, &conv.weight.f64, Some(&bias), &x, batch);
+                let mut checked = 0;
+                for (b, r) in boxes.iter().enumerate() {
+                    let r = r.unwrap_or(Rect {
+                        y0: 0,
+                        y1: oh,
+                        x0: 0,
+                        x1: ow,
+                    });
+                    for mm in 0..conv.m {
+                        for oy in r.y0..r.y1 {
+                            for ox in r.x0..r.x1 {
+                                let i = (b * conv.m + mm) * ohw + oy * ow + ox;
+                                assert!(
+                                    (got[i] - want[i]).abs() <= 1e-12,
+                                    "{shape:?} sample {b} ({mm}, {oy}, {ox}): {} vs {}",
+                                    got[i],
+                                    want[i]
+                                );
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+                assert!(checked >= conv.m * 2);
+            }
+        }
+    }
+
     #[test]
     fn conv_t_local_and_dense_paths_match_the_definition() {
         let mut rnd = stream(7);
         let mut lowered = 0;
-        // (c, h, w, m, group, kh, kw, stride, pad, dilation)
-        for &(ch, h, w, m, group, kh, kw, s, p, d) in &[
-            (3, 9, 8, 4, 1, 3, 3, 1, 1, 1),
-            (4, 10, 10, 6, 2, 4, 4, 2, 1, 1),
-            (2, 7, 9, 3, 1, 3, 2, 2, 0, 2),
-            (3, 6, 6, 3, 3, 1, 1, 1, 0, 1),
-            (4, 17, 16, 4, 2, 3, 3, 1, 1, 1),
-        ] {
-            let oh = (h + 2 * p - d * (kh - 1) - 1) / s + 1;
-            let ow = (w + 2 * p - d * (kw - 1) - 1) / s + 1;
-            let wdata: Vec<f64> = (0..m * (ch / group) * kh * kw).map(|_| rnd()).collect();
-            let conv = Conv {
-                weight_abs: wdata.iter().map(|v| v.abs()).collect(),
-                weight: Param::from_f64(vec![m, ch / group, kh, kw], wdata),
-                bias: None,
-                win: Window {
-                    n: 1,
-                    c: ch,
-                    h,
-                    w,
-                    oh,
-                    ow,
-                    kh,
-                    kw,
-                    sh: s,
-                    sw: s,
-                    ph: p,
-                    pw: p,
-                    dh: d,
-                    dw: d,
-                },
-                m,
-                group,
-                fp: FpModel::default(),
-                dense: Default::default(),
-            };
+        for (ch, h, w, m, group, kh, kw, s, p, d) in CONVS {
+            let conv = random_conv(&mut rnd, (ch, h, w, m, group, kh, kw, s, p, d));
+            let (oh, ow) = (conv.win.oh, conv.win.ow);
             let out_img = m * oh * ow;
             // Images: all zero, one-hot (each corner and the middle), a small patch, dense.
             let mut go = vec![0.0; out_img];

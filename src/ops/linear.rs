@@ -252,7 +252,25 @@ impl Family for Conv {
         )
     }
 
-    exactly_linear!();
+    exactly_linear!(own_forward);
+
+    fn relaxed_forward(
+        &self,
+        pass: &crate::bounds::alpha::RelaxedPass,
+        at: &At,
+        ins: &[&[f64]],
+    ) -> (Vec<f64>, Option<Vec<f64>>) {
+        let x = ins.first().copied().unwrap_or(&[]);
+        match pass.need {
+            // Only the rows' boxes are read downstream (see `RelaxedPass::need`).
+            Some(need) if at.g.plane(at.node.output) == Some((self.win.oh, self.win.ow)) => {
+                let bias = self.bias.as_ref().map(|b| &b.f64[..]);
+                let y = kernels::conv_boxes(self, &self.weight.f64, bias, x, at.batch, need);
+                (y, None)
+            }
+            _ => (self.eval(at, ins), None),
+        }
+    }
 
     fn backward_error(
         &self,
