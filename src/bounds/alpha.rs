@@ -454,14 +454,7 @@ fn forward_need(
     let add = |need: &mut Vec<Option<Support>>, v: ValueId, s: &[Option<Rect>]| {
         need[v] = Some(match need[v].take() {
             None => s.to_vec(),
-            Some(old) => old
-                .iter()
-                .zip(s)
-                .map(|(a, b)| match (a, b) {
-                    (Some(a), Some(b)) => Some(a.union(*b)),
-                    _ => None,
-                })
-                .collect(),
+            Some(old) => union_support(&old, s),
         });
     };
     if betas {
