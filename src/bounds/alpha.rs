@@ -271,15 +271,7 @@ fn optimize_rows(
         if keep.is_empty() {
             break;
         }
-        let (grads, beta_grads) = gradients(
-            c,
-            v,
-            &act_rows,
-            &alphas,
-            &pass.at_activation,
-            pass.at_input.as_deref(),
-            with_betas,
-        );
+        let (grads, beta_grads) = gradients(c, v, &act_rows, &alphas, &pass, with_betas);
         let t = (it + 1) as i32;
         for (idx, node) in g.nodes.iter().enumerate() {
             let (Some(al), Some(gr), Some(ad)) = (&mut alphas[idx], &grads[idx], &mut adam[idx])
@@ -362,10 +354,10 @@ fn gradients(
     v: ValueId,
     rows: &[usize],
     alphas: &Alphas,
-    at_act: &[Option<Vec<f64>>],
-    at_input: Option<&[f64]>,
+    pass: &super::crown::Pass,
     betas: bool,
 ) -> (Alphas, Betas) {
+    let (at_act, at_input) = (&pass.at_activation, pass.at_input.as_deref());
     let g = c.g;
     let r = rows.len();
     let ni = g.input_numel();
@@ -392,7 +384,7 @@ fn gradients(
     // Without row boxes (`CrownConfig::local_rows` off) every value is computed in full.
     let need = c
         .local_rows
-        .then(|| forward_need(c, last, rows, alphas, at_act, betas));
+        .then(|| forward_need(c, last, rows, alphas, &pass.act_support, betas));
     let mut vals: Vec<Option<Vec<f64>>> = vec![None; g.values.len()];
     vals[g.input] = Some(x);
     for (idx, node) in g.nodes.iter().enumerate().take(last + 1) {
@@ -443,11 +435,11 @@ fn forward_need(
     last: usize,
     rows: &[usize],
     alphas: &Alphas,
-    at_act: &[Option<Vec<f64>>],
+    act_support: &[Option<crate::transformers::backward::Support>],
     betas: bool,
 ) -> Vec<Option<crate::transformers::backward::Support>> {
     use crate::ir::Rect;
-    use crate::transformers::backward::{Support, scan_support, union_support};
+    use crate::transformers::backward::{Support, union_support};
     let g = c.g;
     let r = rows.len();
     let mut need: Vec<Option<Support>> = vec![None; g.values.len()];
@@ -461,15 +453,7 @@ fn forward_need(
         for (row, &d) in rows.iter().enumerate() {
             for &(sv, j, _) in &c.splits[d] {
                 let mut s: Support = vec![Some(Rect::default()); r];
-                s[row] = g.plane(sv).map(|(h, w)| {
-                    let (y, x) = ((j / w) % h, j % w);
-                    Rect {
-                        y0: y,
-                        y1: y + 1,
-                        x0: x,
-                        x1: x + 1,
-                    }
-                });
+                s[row] = g.plane(sv).map(|plane| Rect::at(plane, j));
                 add(&mut need, sv, &s);
             }
         }
@@ -479,12 +463,9 @@ fn forward_need(
         let at = At { g, node, batch: r };
         let mut out = need[node.output].clone();
         if alphas[idx].is_some() {
-            // The slope gradient reads the input where the coefficient is nonzero (anywhere
-            // when none was recorded).
-            let s = match &at_act[idx] {
-                Some(coef) => scan_support(g, node.output, coef, r),
-                None => vec![None; r],
-            };
+            // The slope gradient reads the input where the coefficient is nonzero: in the box
+            // the pass recorded with it (anywhere when none was recorded).
+            let s = act_support[idx].clone().unwrap_or_else(|| vec![None; r]);
             out = Some(match out {
                 None => s,
                 Some(o) => union_support(&o, &s),

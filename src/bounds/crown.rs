@@ -175,6 +175,9 @@ pub struct Pass {
     pub plain: Vec<f64>,
     /// Coefficients at the output of each activation node (indexed by node), when recorded.
     pub at_activation: Vec<Option<Vec<f64>>>,
+    /// Per row, the box of the plane holding those coefficients' nonzeros (see [`Support`]),
+    /// recorded with them.
+    pub act_support: Vec<Option<Support>>,
     /// Coefficients reaching the network input (`rows x inputs`), when recorded.
     pub at_input: Option<Vec<f64>>,
 }
@@ -449,6 +452,7 @@ impl<'g> Crown<'g> {
             lower: Vec::with_capacity(rows.len()),
             plain: Vec::with_capacity(rows.len()),
             at_activation: vec![None; self.g.nodes.len()],
+            act_support: vec![None; self.g.nodes.len()],
             at_input: None,
         };
         for p in chunks {
@@ -457,6 +461,11 @@ impl<'g> Crown<'g> {
             for (acc, a) in out.at_activation.iter_mut().zip(p.at_activation) {
                 if let Some(a) = a {
                     acc.get_or_insert_with(Vec::new).extend(a);
+                }
+            }
+            for (acc, s) in out.act_support.iter_mut().zip(p.act_support) {
+                if let Some(s) = s {
+                    acc.get_or_insert_with(Vec::new).extend(s);
                 }
             }
             if let Some(a) = p.at_input {
@@ -524,6 +533,7 @@ impl<'g> Crown<'g> {
         let mut bias = vec![0.0; r];
         let mut mag = vec![0.0; r];
         let mut at_activation = vec![None; g.nodes.len()];
+        let mut act_support = vec![None; g.nodes.len()];
         let mut early = vec![f64::NEG_INFINITY; r];
         let last = g.nodes.iter().position(|n| n.output == v);
         for (idx, node) in g
@@ -558,6 +568,7 @@ impl<'g> Crown<'g> {
             // The nonlinear families' relaxed forward pass reads the coefficients.
             if rec.acts && with_family!(&node.op, f => f.needs()) != Need::No {
                 at_activation[idx] = Some(a.clone());
+                act_support[idx] = Some(s_out.clone());
             }
             let al = alphas.and_then(|al| al[idx].as_deref());
             match backward::backward(&ctx, node, a, al, &s_out) {
@@ -615,6 +626,7 @@ impl<'g> Crown<'g> {
             lower: plain.iter().zip(&early).map(|(p, e)| p.max(*e)).collect(),
             plain,
             at_activation,
+            act_support,
             at_input: if rec.input { at_input } else { None },
         }
     }
@@ -663,16 +675,7 @@ impl<'g> Crown<'g> {
                 }
                 let a = coef.get_or_insert_with(|| vec![0.0; rows.len() * n]);
                 a[row * n + j] += if active { -b } else { b };
-                sup[row] = sup[row].and_then(|r| {
-                    let (h, w) = self.g.plane(out)?;
-                    let (y, x) = ((j / w) % h, j % w);
-                    Some(r.union(Rect {
-                        y0: y,
-                        y1: y + 1,
-                        x0: x,
-                        x1: x + 1,
-                    }))
-                });
+                sup[row] = sup[row].and_then(|r| Some(r.union(Rect::at(self.g.plane(out)?, j))));
             }
         }
     }

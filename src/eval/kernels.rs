@@ -403,6 +403,7 @@ pub fn conv_t_in<T: Scalar>(
     let in_img = wn.c * wn.h * wn.w;
     let out_img = c.m * ohw;
     let mut gi = vec![T::ZERO; images * in_img];
+    let full = Rect::whole((wn.oh, wn.ow));
     let boxes: Vec<(usize, Rect)> = (0..images)
         .filter_map(|img| {
             let g = &go[img * out_img..(img + 1) * out_img];
@@ -411,19 +412,9 @@ pub fn conv_t_in<T: Scalar>(
                 Some(r) => (r.area() > 0).then_some(r)?,
                 None => support_rect(g, c.m, wn.oh, wn.ow)?,
             };
-            Some((img, r))
+            // Past half the map, gathering a box costs more than reading every position.
+            Some((img, if 2 * r.area() <= ohw { r } else { full }))
         })
-        .collect();
-    // Past half the map, gathering a box costs more than reading every position.
-    let full = Rect {
-        y0: 0,
-        y1: wn.oh,
-        x0: 0,
-        x1: wn.ow,
-    };
-    let boxes: Vec<(usize, Rect)> = boxes
-        .into_iter()
-        .map(|(img, r)| (img, if 2 * r.area() <= ohw { r } else { full }))
         .collect();
     conv_t_boxes(c, w, go, &boxes, &mut gi);
     gi
@@ -864,12 +855,7 @@ pub fn conv_boxes<T: Scalar>(
     let wn = &cv.win;
     let images = batch * wn.n;
     let d = Dims::of(cv);
-    let full = Rect {
-        y0: 0,
-        y1: wn.oh,
-        x0: 0,
-        x1: wn.ow,
-    };
+    let full = Rect::whole((wn.oh, wn.ow));
     let boxes: Vec<(usize, Rect)> = (0..images)
         .filter_map(|img| {
             let r = support

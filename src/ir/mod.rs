@@ -189,6 +189,27 @@ impl Rect {
         (self.y1 - self.y0) * (self.x1 - self.x0)
     }
 
+    /// The box of the one position of flat index `j` in a value whose plane is `(h, w)`.
+    pub fn at((h, w): (usize, usize), j: usize) -> Rect {
+        let (y, x) = ((j / w) % h, j % w);
+        Rect {
+            y0: y,
+            y1: y + 1,
+            x0: x,
+            x1: x + 1,
+        }
+    }
+
+    /// The whole plane `(h, w)`.
+    pub fn whole((h, w): (usize, usize)) -> Rect {
+        Rect {
+            y0: 0,
+            y1: h,
+            x0: 0,
+            x1: w,
+        }
+    }
+
     /// The smallest box holding both (an empty one holds nothing).
     pub fn union(self, o: Rect) -> Rect {
         if self.area() == 0 {

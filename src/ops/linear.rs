@@ -263,7 +263,7 @@ impl Family for Conv {
         let x = ins.first().copied().unwrap_or(&[]);
         match pass.need {
             // Only the rows' boxes are read downstream (see `RelaxedPass::need`).
-            Some(need) if at.g.plane(at.node.output) == Some((self.win.oh, self.win.ow)) => {
+            Some(need) if backward::output_is_window(at, &self.win) => {
                 let bias = self.bias.as_ref().map(|b| &b.f64[..]);
                 let y = kernels::conv_boxes(self, &self.weight.f64, bias, x, at.batch, need);
                 (y, None)
@@ -305,7 +305,7 @@ impl Family for Conv {
         let ohw = c.win.oh * c.win.ow;
         // The engine's boxes are over the output value's plane; a layout that does not match
         // the window (never seen) falls back to scanning.
-        let boxes = (at.g.plane(at.node.output) == Some((c.win.oh, c.win.ow))).then_some(support);
+        let boxes = backward::output_is_window(at, &c.win).then_some(support);
         let ain = kernels::conv_t_in(c, &c.weight.f64, a, r, boxes);
         let mut bias = vec![0.0; r];
         let mut mag = vec![0.0; r];

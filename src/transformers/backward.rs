@@ -139,13 +139,18 @@ pub(crate) fn same_support(at: &At, out: &[Option<Rect>]) -> Vec<Support> {
 /// (convolution, pooling): each output box maps to the input positions its windows read.
 pub(crate) fn window_support(at: &At, win: &Window, out: &[Option<Rect>]) -> Vec<Support> {
     let (g, node) = (at.g, at.node);
-    let fits = g.plane(node.output) == Some((win.oh, win.ow))
-        && g.plane(node.inputs[0]) == Some((win.h, win.w));
+    let fits = output_is_window(at, win) && g.plane(node.inputs[0]) == Some((win.h, win.w));
     let mut all = anywhere(at, out);
     if fits {
         all[0] = out.iter().map(|r| r.map(|r| win.input_rect(r))).collect();
     }
     all
+}
+
+/// Whether the node's output plane is the window's output map, so the rows' boxes of the
+/// output (over [`Graph::plane`]) are boxes of the window's positions.
+pub(crate) fn output_is_window(at: &At, win: &Window) -> bool {
+    at.g.plane(at.node.output) == Some((win.oh, win.ow))
 }
 
 /// [`crate::ops::Family::back_support`] of a family that may spread a row anywhere.
