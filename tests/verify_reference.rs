@@ -162,3 +162,29 @@ fn alpha_crown_is_never_looser_than_crown_and_strictly_tighter_on_most_mnistfc_s
     );
     assert!(tighter * 2 > total, "{tighter} of {total}");
 }
+
+/// A region that ReLU splitting closes in a few domains is proved by the short search before
+/// the LP stage: its proof starts from no LP bounds (`lp_layers` absent) and the LP proved
+/// nothing. Without that search the LP stage runs first and this proof records one layer.
+#[test]
+fn a_quick_relu_search_runs_before_the_lp_stage() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let opts = VerifyOptions {
+        // Generous: the short search gets 5 % of it, and needs about 20 ms here.
+        timeout: Some(std::time::Duration::from_secs(300)),
+        ..Default::default()
+    };
+    let (run, err) = verify_files(
+        &repo.join("models/digits_mlp.onnx"),
+        &repo.join("tests/data/proofs/digits_prop_10_0.08.vnnlib"),
+        &opts,
+    );
+    assert!(err.is_none(), "{err:?}");
+    assert!(matches!(run.verdict, Verdict::Verified), "{:?}", run.verdict);
+    let report = run.report.expect("report");
+    assert_eq!(report.proved_by[3], 0, "{:?}", report.proved_by);
+    assert_eq!(report.proofs.len(), 1);
+    let p = &report.proofs[0];
+    assert!(p.nodes > 1, "no branching: {} nodes", p.nodes);
+    assert_eq!(p.lp_layers, None);
+}

@@ -65,6 +65,15 @@ pub struct BabStats {
     pub max_open: usize,
 }
 
+impl BabStats {
+    /// Add the counters of another search (of another region, or an earlier search).
+    pub fn add(&mut self, o: &BabStats) {
+        self.domains += o.domains;
+        self.iterations += o.iterations;
+        self.max_open = self.max_open.max(o.max_open);
+    }
+}
+
 /// Settings of branch and bound.
 #[derive(Clone, Copy, Debug)]
 pub struct BabConfig {
