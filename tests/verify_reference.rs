@@ -180,7 +180,11 @@ fn a_quick_relu_search_runs_before_the_lp_stage() {
         &opts,
     );
     assert!(err.is_none(), "{err:?}");
-    assert!(matches!(run.verdict, Verdict::Verified), "{:?}", run.verdict);
+    assert!(
+        matches!(run.verdict, Verdict::Verified),
+        "{:?}",
+        run.verdict
+    );
     let report = run.report.expect("report");
     assert_eq!(report.proved_by[3], 0, "{:?}", report.proved_by);
     assert_eq!(report.proofs.len(), 1);
