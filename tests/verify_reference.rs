@@ -163,22 +163,24 @@ fn alpha_crown_is_never_looser_than_crown_and_strictly_tighter_on_most_mnistfc_s
     assert!(tighter * 2 > total, "{tighter} of {total}");
 }
 
-/// A region that ReLU splitting closes in a few domains is proved by the short search before
-/// the LP stage: its proof starts from no LP bounds (`lp_layers` absent) and the LP proved
-/// nothing. Without that search the LP stage runs first and this proof records one layer.
+/// ReLU splitting starts from the region's alpha-CROWN intermediate bounds (`lp_layers` 0 in
+/// the proof), with no LP, and the proof checker rebuilds those bounds and checks every node
+/// from them. The tree before started from CROWN's bounds (a short search) or from the LP
+/// stage's, and recorded no `lp_layers` for this region.
 #[test]
-fn a_quick_relu_search_runs_before_the_lp_stage() {
+fn relu_splitting_starts_from_alpha_crown_bounds_that_the_checker_rebuilds() {
+    use ferrocert::verify::files::{load_network, load_spec_for};
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (model, prop) = (
+        repo.join("models/digits_mlp.onnx"),
+        repo.join("tests/data/proofs/digits_prop_10_0.08.vnnlib"),
+    );
     let opts = VerifyOptions {
-        // Generous: the short search gets 5 % of it, and needs about 20 ms here.
+        // Generous: the root's bounds may take a tenth of it, and need a few ms here.
         timeout: Some(std::time::Duration::from_secs(300)),
         ..Default::default()
     };
-    let (run, err) = verify_files(
-        &repo.join("models/digits_mlp.onnx"),
-        &repo.join("tests/data/proofs/digits_prop_10_0.08.vnnlib"),
-        &opts,
-    );
+    let (run, err) = verify_files(&model, &prop, &opts);
     assert!(err.is_none(), "{err:?}");
     assert!(
         matches!(run.verdict, Verdict::Verified),
@@ -190,5 +192,13 @@ fn a_quick_relu_search_runs_before_the_lp_stage() {
     assert_eq!(report.proofs.len(), 1);
     let p = &report.proofs[0];
     assert!(p.nodes > 1, "no branching: {} nodes", p.nodes);
-    assert_eq!(p.lp_layers, None);
+    assert_eq!(p.lp_layers, Some(0));
+    let net = load_network(&model).expect("model");
+    let spec = load_spec_for(&prop, &net).expect("spec");
+    let st = ferrocert::verify::proof::check(&net, &spec.regions[p.region], p, &opts)
+        .expect("the proof checks");
+    assert!(st.root_s > 0.0, "{st:?}");
+    assert_eq!(st.lp_stage_s, 0.0);
+    // The tree's nodes, plus one where the checker re-bounds disjuncts refuted before it.
+    assert!(st.nodes >= p.nodes, "{} of {}", st.nodes, p.nodes);
 }

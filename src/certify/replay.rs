@@ -56,6 +56,9 @@ pub struct ProofCheck {
     /// Of `seconds`, the time spent running the LP stage again (ReLU splitting that started
     /// from its bounds: the tree's root).
     pub lp_stage_seconds: f64,
+    /// Of `seconds`, the time spent rebuilding the alpha-CROWN bounds of the region that
+    /// ReLU splitting started from (the tree's root).
+    pub root_seconds: f64,
     /// Refutations whose stored parameters did not refute by themselves and were optimised
     /// again from them (ReLU splitting).
     pub reoptimized: usize,
@@ -233,7 +236,7 @@ fn check_proofs(
             let opts = super::checks::options(plan, sp.timeout_s);
             let start = std::time::Instant::now();
             let mut nodes = 0;
-            let (mut lp_s, mut reopt) = (0.0, 0);
+            let (mut lp_s, mut root_s, mut reopt) = (0.0, 0.0, 0);
             let mut detail = String::from("every node of every region's tree checks");
             let mut ok = true;
             for rp in &ev.proof {
@@ -247,6 +250,7 @@ fn check_proofs(
                     Ok(st) => {
                         nodes += st.nodes;
                         lp_s += st.lp_stage_s;
+                        root_s += st.root_s;
                         reopt += st.reoptimized;
                     }
                     Err(e) => {
@@ -269,6 +273,7 @@ fn check_proofs(
                 seconds: start.elapsed().as_secs_f64(),
                 original_seconds: original(&m.name, &c.id),
                 lp_stage_seconds: lp_s,
+                root_seconds: root_s,
                 reoptimized: reopt,
                 detail,
             });

@@ -187,7 +187,7 @@ pub struct ReplayArgs {
     pub jobs: Option<usize>,
     /// Check the proof material of `unsat` specs instead of searching again (input splitting's
     /// tree: each node bounded once; ReLU splitting's: each node's bounds rebuilt and each
-    /// stored bound evaluated once, after the LP stage it started from); specs without
+    /// stored bound evaluated once, from the root bounds it started from); specs without
     /// material are re-run.
     #[arg(long)]
     pub check_proofs: bool,
@@ -295,8 +295,12 @@ pub fn replay_summary(r: &replay::ReplayReport) -> String {
                 lp + p.lp_stage_seconds,
             )
         });
-        let lp = if lp > 0.0 {
-            format!(" ({lp:.2} s of it re-running the LP stage the searches started from)")
+        let root: f64 = r.proofs.iter().map(|p| p.root_seconds).sum();
+        let lp = if lp + root > 0.0 {
+            format!(
+                " ({:.2} s of it rebuilding the bounds the searches started from)",
+                lp + root
+            )
         } else {
             String::new()
         };

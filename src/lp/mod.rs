@@ -481,7 +481,7 @@ impl Encoding {
 /// cold start costs more than the second core gains.
 pub const SPLIT_MIN: usize = 4;
 
-/// Size limits of the LP stage.
+/// Size limits of the LP stage and of LP on branch-and-bound domains.
 #[derive(Clone, Copy, Debug)]
 pub struct LpLimits {
     /// Largest LP (nonzeros) built.

@@ -7,10 +7,10 @@
 //! Falsification ([`attack`]) runs first cheaply (random points) and again with gradients on
 //! whatever the bounds leave open; a `sat` always carries a re-checked counterexample.
 //!
-//! Complete verification then goes region by region. Networks that branch on ReLUs first get
-//! a short search ([`PROBE_SHARE`] of the time left); what it leaves open goes through the LP
-//! stage (a third of the time left when the region began), then a fresh search from the LP
-//! stage's bounds.
+//! Complete verification then goes region by region: branch and bound ([`bab`]), which for
+//! networks that branch on ReLUs starts from the region's alpha-CROWN intermediate bounds
+//! ([`root_bounds`]). The LP stage ([`lp_stage`]) that ran before it is kept only to check
+//! proofs of earlier versions that started from its bounds.
 
 pub mod attack;
 pub mod bab;
@@ -87,8 +87,8 @@ pub struct VerifyOptions {
     pub attack: Option<attack::AttackConfig>,
     /// Branch-and-bound settings; `None` stops after incomplete methods.
     pub bab: Option<bab::BabConfig>,
-    /// LP stage (layer-wise LP tightening, then LP on the open constraints) for networks
-    /// within these limits; `None` skips it.
+    /// LP within these limits on ReLU-splitting domains with nothing left to split (and the
+    /// LP stage of proofs of earlier versions); `None` skips it.
     pub lp: Option<crate::lp::LpLimits>,
 }
 
@@ -129,7 +129,8 @@ pub struct VerifyReport {
     pub regions_proved: usize,
     pub disjuncts: usize,
     pub disjuncts_proved: usize,
-    /// Disjuncts refuted by each method, in order IBP, CROWN, alpha-CROWN, LP.
+    /// Disjuncts refuted by each method, in order IBP, CROWN, alpha-CROWN, LP (no longer run
+    /// before branch and bound: 0, kept so the JSON keeps its shape).
     pub proved_by: [usize; 4],
     /// Regions settled by branch and bound, and its counters.
     pub bab_regions: usize,
@@ -220,105 +221,35 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
             }
         }
     }
-    // Input splitting settles low-dimensional networks (ACAS Xu) faster than LP tightening
-    // would (measured: the LP stage cost ~10 s per ACAS Xu property that input splitting then
-    // proves in under 1 s), so the LP stage serves only networks that branch on ReLUs.
-    let input_split = opts
-        .bab
-        .is_some_and(|b| g.input_numel() <= b.input_split_dims);
-    let lp_limits = match (&opts.lp, opts.method, input_split) {
-        (Some(limits), Method::AlphaCrown, false) => Some(limits),
-        _ => None,
+    // ReLU splitting starts each region from alpha-CROWN intermediate bounds where they come
+    // in time; input splitting (few inputs, e.g. ACAS Xu) bounds boxes, not ReLUs.
+    let relu_split = opts.method == Method::AlphaCrown
+        && opts
+            .bab
+            .is_some_and(|b| g.input_numel() > b.input_split_dims);
+    let Some(bcfg) = &opts.bab else {
+        let v = if timed_out() {
+            Verdict::Timeout
+        } else {
+            Verdict::Unknown
+        };
+        return finish(report, v);
     };
-    // Whether every region left after the incomplete methods was closed by the LP stage.
-    let mut only_lp = true;
     let mut undecided = None;
     for (ri, ks) in open_all {
         let region = &spec.regions[ri];
-        let mut ks = ks;
-        // The LP stage's share is a third of the time left when the region's search begins,
-        // whether or not a short search ran first: with a third of what that search left, the
-        // LP stage finished fewer layers and instances it had proved were lost (oval21
-        // cifar_deep_kw img7878, cifar10_resnet resnet_2b prop_31).
-        let region_start = Instant::now();
-        if let (Some(_), Some(bcfg)) = (lp_limits, &opts.bab) {
-            // A short search without the LP stage first: many regions need only a few
-            // domains, which the LP stage would have delayed by a third of the time (oval21
-            // cifar_base_kw img4763, 72 s limit: 25.1 s with the LP stage first, 0.71 s with
-            // this search first).
-            // What it leaves open goes through the LP stage and a fresh search from its bounds.
-            let now = Instant::now();
-            let probe_deadline = Some(match deadline {
-                Some(d) => now + d.saturating_duration_since(now).mul_f64(PROBE_SHARE),
-                None => now + PROBE_UNLIMITED,
-            });
-            let (out, st) = bab::run(
-                net,
-                region,
-                ri,
-                ks.clone(),
-                None,
-                opts,
-                bcfg,
-                probe_deadline,
-            );
-            report.bab.add(&st);
-            match out {
-                bab::BabOutcome::Verified(tree) => {
-                    only_lp = false;
-                    record_search_proof(&mut report, ri, ks, tree, None);
-                    continue;
-                }
-                bab::BabOutcome::Falsified(cex) => {
-                    report.method = "bab";
-                    return finish(report, Verdict::Falsified(cex));
-                }
-                bab::BabOutcome::Timeout | bab::BabOutcome::Unknown => {}
-            }
-            if timed_out() {
-                report.method = "bab";
-                return finish(report, Verdict::Timeout);
-            }
-        }
-        // Per region, the LP stage's bounds of every value (seeds for branch and bound) and
-        // the layers it tightened (proof material of ReLU splitting).
-        let mut lp_root: Option<(Vec<Option<Intervals>>, usize)> = None;
-        if let Some(limits) = lp_limits {
-            let lp_deadline = deadline.map(|d| {
-                let now = Instant::now();
-                d.min(now + d.saturating_duration_since(region_start) / 3)
-            });
-            let LpStage {
-                left,
-                bounds,
-                layers,
-            } = lp_stage(net, region, &ks, opts, limits, lp_deadline, None);
-            let n = ks.len() - left.len();
-            report.proved_by[3] += n;
-            report.disjuncts_proved += n;
-            lp_root = bounds.map(|b| (b, layers));
-            if left.is_empty() {
-                report.regions_proved += 1;
-                continue;
-            }
-            ks = left;
-        }
-        only_lp = false;
-        let Some(bcfg) = &opts.bab else {
-            undecided = Some(if timed_out() {
-                Verdict::Timeout
-            } else {
-                Verdict::Unknown
-            });
-            continue;
+        let root = if relu_split {
+            root_bounds(net, region, opts, deadline)
+        } else {
+            None
         };
-        let (root, lp_layers) = lp_root.unzip();
-        let started_with = ks.clone();
-        let (out, st) = bab::run(net, region, ri, ks, root, opts, bcfg, deadline);
+        // The proof names where the search started (see `RegionProof::lp_layers`).
+        let root_layers = root.as_ref().map(|_| 0);
+        let (out, st) = bab::run(net, region, ri, ks.clone(), root, opts, bcfg, deadline);
         report.bab.add(&st);
         match out {
             bab::BabOutcome::Verified(tree) => {
-                record_search_proof(&mut report, ri, started_with, tree, lp_layers);
+                record_search_proof(&mut report, ri, ks, tree, root_layers);
             }
             bab::BabOutcome::Falsified(cex) => {
                 report.method = "bab";
@@ -331,18 +262,56 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
             bab::BabOutcome::Unknown => undecided = Some(Verdict::Unknown),
         }
     }
-    report.method = if only_lp { "lp" } else { "bab" };
+    report.method = "bab";
     finish(report, undecided.unwrap_or(Verdict::Verified))
 }
 
-/// Share of the time left that the search before the LP stage may take (see [`verify`]).
-/// Without the LP stage, the instances the suites prove quickly took 0.2-3.3 s (oval21, 72 s
-/// limits) and 0.2-5 s (mnistfc, 75 s), while the hardest mnistfc ones need the LP stage and
-/// most of the time after it (256x4 prop_10_0.05: 61.8 s of 75), so the share stays small.
-const PROBE_SHARE: f64 = 0.05;
+/// Share of the time left that the root's alpha-CROWN intermediate bounds may take (see
+/// [`root_bounds`]). On the suites they took 0.4-1.5 s on mnistfc and oval21 (limits of 30-75
+/// s) and 7.4-8.8 s on cifar10_resnet (30 s), where the search from CROWN's bounds was faster.
+const ROOT_SHARE: f64 = 0.1;
 
-/// How long that search may take when there is no time limit.
-const PROBE_UNLIMITED: Duration = Duration::from_secs(10);
+/// Bounds of every value on `region` with alpha-CROWN intermediate bounds (each unstable
+/// ReLU input's bounds optimised for itself), to start ReLU splitting from; `None` (start from
+/// CROWN's) when they do not finish within [`ROOT_SHARE`] of the time left.
+///
+/// Measured against the LP stage that ran here before (layer-wise LP tightening from these
+/// bounds, then LP on the open constraints, a third of the time): its LPs narrowed the
+/// unstable neurons by 0.0-0.1 % on mnistfc, oval21 and cifar10_resnet instances and proved
+/// no constraint, while the search from these bounds proved the same instances 1.2-16x
+/// sooner (mnistfc 256x6 prop_7_0.03 30.4 -> 1.9 s, oval21 cifar_base_kw img8717 32.7 -> 4.6
+/// s). A root whose optimisation is cut off is not used, so a proof checker rebuilds exactly
+/// the bounds the search started from.
+pub(crate) fn root_bounds(
+    net: &Network,
+    region: &Region,
+    opts: &VerifyOptions,
+    deadline: Option<Instant>,
+) -> Option<Vec<Option<Intervals>>> {
+    let cap = deadline.map(|d| {
+        let now = Instant::now();
+        now + d.saturating_duration_since(now).mul_f64(ROOT_SHARE)
+    });
+    let input = Intervals::new(region.lower.clone(), region.upper.clone());
+    let c = crown::Crown::new(&net.analysis, input, 1, root_config(opts, cap));
+    // Every deadline check inside saw time left when the clock still shows some, so the
+    // bounds are those of a run without a limit.
+    if cap.is_some_and(|d| Instant::now() >= d) {
+        return None;
+    }
+    Some(c.domain_bounds(0))
+}
+
+/// Settings of the root's bounds (and of the LP stage's, which started from them).
+fn root_config(opts: &VerifyOptions, deadline: Option<Instant>) -> crown::CrownConfig {
+    crown::CrownConfig {
+        mode: opts.fp_mode,
+        deadline,
+        intermediate: crown::Intermediate::Alpha,
+        alpha: opts.alpha,
+        ..Default::default()
+    }
+}
 
 /// Count a region branch and bound proved and keep its proof material.
 fn record_search_proof(
@@ -377,9 +346,11 @@ pub(crate) struct LpStage {
     pub(crate) layers: usize,
 }
 
-/// LP stage on one region: layer-wise LP tightening of the undecided neurons, then LP on the
-/// constraints of the open disjuncts. All disjuncts stay open when the network is too large for
-/// the limits or the solver fails; the layers tightened before a time limit are kept.
+/// LP stage on one region: layer-wise LP tightening of the undecided neurons from the root's
+/// bounds ([`root_config`]), then LP on the constraints of the open disjuncts. All disjuncts
+/// stay open when the network is too large for the limits or the solver fails; the layers
+/// tightened before a time limit are kept. `verify` no longer runs it (see [`root_bounds`]);
+/// the proof checker does, for proofs of earlier versions whose search started from it.
 pub(crate) fn lp_stage(
     net: &Network,
     region: &Region,
@@ -390,16 +361,7 @@ pub(crate) fn lp_stage(
     layers: Option<usize>,
 ) -> LpStage {
     let g = &net.analysis;
-    let cfg = crown::CrownConfig {
-        mode: opts.fp_mode,
-        deadline,
-        // Optimised intermediate bounds leave fewer neurons unstable for the LPs to tighten
-        // and tighter ones before them (mnistfc 256x6 prop_2: 25.1 s -> 5.3 s, proved by the
-        // LP stage instead of branch and bound after it).
-        intermediate: crown::Intermediate::Alpha,
-        alpha: opts.alpha,
-        ..Default::default()
-    };
+    let cfg = root_config(opts, deadline);
     let input = Intervals::new(region.lower.clone(), region.upper.clone());
     let Ok((c, layers)) = crate::lp::tighten_layers(g, input, cfg, limits, layers) else {
         return LpStage {

@@ -40,8 +40,9 @@ pub struct RegionProof {
     /// What the search split: input dimensions (omitted) or ReLU pre-activations.
     #[serde(default, skip_serializing_if = "Branching::is_input")]
     pub branching: Branching,
-    /// ReLU splitting started from the LP stage's bounds, with this many layers tightened
-    /// (the checker runs that stage again, as far).
+    /// ReLU splitting started from the region's alpha-CROWN intermediate bounds (0) or, in
+    /// proofs of earlier versions, from the LP stage's bounds with this many layers tightened
+    /// by LP; absent: from CROWN's bounds. The checker rebuilds the same bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lp_layers: Option<usize>,
     /// The search tree, preorder, hex: one byte per node for input splitting (`ff`: leaf,
@@ -70,6 +71,8 @@ pub struct ProofStats {
     pub reoptimized: usize,
     /// Seconds spent running the LP stage again (ReLU splitting that started from it).
     pub lp_stage_s: f64,
+    /// Seconds spent rebuilding the alpha-CROWN bounds a ReLU-splitting search started from.
+    pub root_s: f64,
 }
 
 /// Check the proof `p` of `region` on `net`; `Err` names the first node that does not check.

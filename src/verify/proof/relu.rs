@@ -375,10 +375,11 @@ pub(super) fn check(
         }
     }
     let mut stats = ProofStats::default();
-    // The stages before the search: CROWN and alpha-CROWN on the region, then the LP stage.
+    // The stages before the search: CROWN and alpha-CROWN on the region, then the root's
+    // bounds (or, in proofs of earlier versions, the LP stage).
     let left = super::open_before(net, region, p, opts, &mut stats);
     let mut root = vec![None; g.values.len()];
-    if !left.is_empty() || p.lp_layers.is_some() {
+    if !left.is_empty() || p.lp_layers.is_some_and(|n| n > 0) {
         let Some(limits) = &opts.lp else {
             return Err("the proof needs the LP stage, which these options do not run".into());
         };
@@ -403,6 +404,11 @@ pub(super) fn check(
                 .bounds
                 .ok_or("the LP stage gave no bounds to start from")?;
         }
+    } else if p.lp_layers == Some(0) {
+        let t0 = std::time::Instant::now();
+        root = crate::verify::root_bounds(net, region, opts, None)
+            .ok_or("no alpha-CROWN bounds to start from")?;
+        stats.root_s += t0.elapsed().as_secs_f64();
     }
     if p.disjuncts.is_empty() {
         return Ok(stats);
