@@ -221,12 +221,6 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
             }
         }
     }
-    // ReLU splitting starts each region from alpha-CROWN intermediate bounds where they come
-    // in time; input splitting (few inputs, e.g. ACAS Xu) bounds boxes, not ReLUs.
-    let relu_split = opts.method == Method::AlphaCrown
-        && opts
-            .bab
-            .is_some_and(|b| g.input_numel() > b.input_split_dims);
     let Some(bcfg) = &opts.bab else {
         let v = if timed_out() {
             Verdict::Timeout
@@ -235,6 +229,9 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
         };
         return finish(report, v);
     };
+    // ReLU splitting starts each region from alpha-CROWN intermediate bounds where they come
+    // in time; input splitting (few inputs, e.g. ACAS Xu) bounds boxes, not ReLUs.
+    let relu_split = opts.method == Method::AlphaCrown && g.input_numel() > bcfg.input_split_dims;
     let mut undecided = None;
     for (ri, ks) in open_all {
         let region = &spec.regions[ri];
