@@ -12,8 +12,11 @@
 //! * **ReLU splitting** (many inputs): a domain is a set of split constraints `z_j >= 0` /
 //!   `z_j <= 0` on undecided pre-activations, enforced by clamping their bounds, which is sound
 //!   because every bound computed on the whole box holds on the subset the constraints carve
-//!   out; children inherit the parent's bounds. The neuron split is chosen by a BaBSR-style
-//!   score: the slack the upper relaxation line adds to the bound, `max(-A_j, 0) * (-u l/(u-l))`.
+//!   out; children inherit the parent's bounds, and recompute those after their newest split
+//!   only where the first batches showed that this narrows them (`Gain` in [`relu`]). The
+//!   neuron split is chosen by filtered smart branching ([`branch`]): BaBSR's score (the slack
+//!   the upper relaxation line adds to the bound, `max(-A_j, 0) * (-u l/(u-l))`) picks three
+//!   candidates, and a one-step bound of both children of each picks among them.
 //!   The final bound is beta-CROWN: alpha-CROWN plus one Lagrange multiplier per split (see
 //!   [`Crown::pass`]), so the splits also constrain the input instead of only their own
 //!   neurons' relaxations. Children start the ascent from their parent's best slopes and
@@ -27,6 +30,7 @@
 //! and splits the rest. The order is depth-first, deterministic for a given input, and the
 //! number of open domains is capped.
 
+mod branch;
 mod input;
 mod relu;
 
@@ -87,6 +91,9 @@ pub struct BabConfig {
     /// Input splitting: candidate dimensions bounded before choosing a split (1 = no
     /// lookahead, the best-scored dimension).
     pub lookahead: usize,
+    /// ReLU splitting: BaBSR's best neurons re-scored by filtered smart branching before a
+    /// split (1 = BaBSR's choice alone).
+    pub fsb: usize,
 }
 
 impl Default for BabConfig {
@@ -96,6 +103,7 @@ impl Default for BabConfig {
             max_open: 200_000,
             input_split_dims: 16,
             lookahead: 5,
+            fsb: 3,
         }
     }
 }
