@@ -160,74 +160,6 @@ pub fn optimize_warm(
     (lower, params)
 }
 
-/// Starting parameters of `rows`: CROWN's adaptive slopes and zero multipliers, overwritten
-/// by `warm[r]` where given (slopes of nodes whose size matches, the first multipliers: a
-/// domain's newest splits come last and start at 0).
-fn start_params(c: &Crown, v: ValueId, rows: &[usize], warm: &[Option<&Warm>]) -> (Alphas, Betas) {
-    let r = rows.len();
-    let mut alphas = initial_alphas(c, v, rows);
-    let mut betas: Betas = rows.iter().map(|&d| vec![0.0; c.splits[d].len()]).collect();
-    for (row, w) in warm.iter().enumerate() {
-        let Some(w) = w else { continue };
-        for (al, wa) in alphas.iter_mut().zip(&w.alphas) {
-            if let (Some(al), Some(wa)) = (al.as_mut(), wa) {
-                let m = wa.len();
-                if al.len() == r * m {
-                    for (x, &y) in al[row * m..(row + 1) * m].iter_mut().zip(wa) {
-                        *x = y as f64;
-                    }
-                }
-            }
-        }
-        for (b, &y) in betas[row].iter_mut().zip(&w.betas) {
-            *b = (y as f64).max(0.0);
-        }
-    }
-    (alphas, betas)
-}
-
-/// Sound lower bounds of `sum_j a0[r][j] v_j` for every row with fixed parameters: `warm[r]`'s
-/// where given (see [`start_params`]), else CROWN's slopes; one pass each, no ascent. Any
-/// slopes in `[leak, 1]` and multipliers `>= 0` give a sound bound, as in [`optimize`].
-pub fn bound_at(
-    c: &Crown,
-    v: ValueId,
-    rows: &[usize],
-    fill: impl Fn(usize, &mut [f64]) + Sync,
-    warm: &[Option<&Warm>],
-) -> Vec<f64> {
-    let n = c.g.values[v].numel();
-    let chunk = rows
-        .len()
-        .div_ceil(rayon::current_num_threads().max(1))
-        .clamp(1, 64);
-    let with_betas = rows.iter().any(|&d| !c.splits[d].is_empty());
-    let parts: Vec<Vec<f64>> = (0..rows.len())
-        .step_by(chunk)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|start| {
-            let end = (start + chunk).min(rows.len());
-            let mut a0 = vec![0.0; (end - start) * n];
-            for r in start..end {
-                fill(r, &mut a0[(r - start) * n..(r - start + 1) * n]);
-            }
-            let (alphas, betas) = start_params(c, v, &rows[start..end], &warm[start..end]);
-            let rec = super::crown::Record::default();
-            c.pass(
-                v,
-                a0,
-                &rows[start..end],
-                Some(&alphas),
-                with_betas.then_some(&betas),
-                rec,
-            )
-            .lower
-        })
-        .collect();
-    parts.concat()
-}
-
 /// One Adam state per parameter vector.
 struct Adam {
     m: Vec<f64>,
@@ -275,7 +207,24 @@ fn optimize_rows(
     for row in 0..r {
         fill(row, &mut a0[row * n..(row + 1) * n]);
     }
-    let (mut alphas, mut betas) = start_params(c, v, rows, warm);
+    let mut alphas = initial_alphas(c, v, rows);
+    let mut betas: Betas = rows.iter().map(|&d| vec![0.0; c.splits[d].len()]).collect();
+    for (row, w) in warm.iter().enumerate() {
+        let Some(w) = w else { continue };
+        for (al, wa) in alphas.iter_mut().zip(&w.alphas) {
+            if let (Some(al), Some(wa)) = (al.as_mut(), wa) {
+                let m = wa.len();
+                if al.len() == r * m {
+                    for (x, &y) in al[row * m..(row + 1) * m].iter_mut().zip(wa) {
+                        *x = y as f64;
+                    }
+                }
+            }
+        }
+        for (b, &y) in betas[row].iter_mut().zip(&w.betas) {
+            *b = (y as f64).max(0.0);
+        }
+    }
     let mut best_params: Vec<Warm> = (0..r)
         .map(|row| snapshot(&alphas, &betas, r, row))
         .collect();

@@ -120,14 +120,18 @@ impl Seeds {
     fn apply_splits(&self, v: ValueId, n: usize, b: &mut Intervals) {
         for &(sv, d, j, active) in &self.splits {
             if sv == v {
-                let i = d * n + j;
-                if active {
-                    b.lo[i] = b.lo[i].max(0.0);
-                } else {
-                    b.hi[i] = b.hi[i].min(0.0);
-                }
+                clamp_split(b, d * n + j, active);
             }
         }
+    }
+}
+
+/// Clamp element `i` of `b` to the side of a split: `>= 0` when `active`, else `<= 0`.
+fn clamp_split(b: &mut Intervals, i: usize, active: bool) {
+    if active {
+        b.lo[i] = b.lo[i].max(0.0);
+    } else {
+        b.hi[i] = b.hi[i].min(0.0);
     }
 }
 
@@ -277,11 +281,8 @@ impl<'g> Crown<'g> {
                     node,
                     batch: domains,
                 };
-                match with_family!(&node.op, f => f.relaxation(&at, xb, &c.rnd)) {
-                    Relaxation::None => {}
-                    Relaxation::Lines(l) => c.lines[out] = Some(l),
-                    Relaxation::Pool(p) => c.pools[out] = Some(p),
-                }
+                let r = with_family!(&node.op, f => f.relaxation(&at, xb, &c.rnd));
+                c.keep_relaxation(out, r);
             }
             let mut ib = ib;
             let on = g.values[out].numel();
@@ -321,104 +322,72 @@ impl<'g> Crown<'g> {
     pub fn children(&self, kids: &[(usize, (ValueId, usize, bool))]) -> Crown<'g> {
         let g = self.g;
         let nk = kids.len();
-        let gather = |x: &[f64], n: usize| -> Vec<f64> {
-            let mut out = Vec::with_capacity(nk * n);
-            for &(d, _) in kids {
-                out.extend_from_slice(&x[d * n..(d + 1) * n]);
-            }
-            out
-        };
-        let mut bounds: Vec<Option<Intervals>> = self
-            .bounds
-            .iter()
-            .enumerate()
-            .map(|(v, b)| {
-                let n = g.values[v].numel();
-                b.as_ref()
-                    .map(|b| Intervals::new(gather(&b.lo, n), gather(&b.hi, n)))
-            })
-            .collect();
-        let errs = self
-            .errs
-            .iter()
-            .enumerate()
-            .map(|(v, e)| e.as_ref().map(|e| gather(e, g.values[v].numel())))
-            .collect();
-        let mut lines: Vec<Option<Vec<Lines>>> = self
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(v, l)| {
-                let n = g.values[v].numel();
-                l.as_ref().map(|l| {
-                    let mut out = Vec::with_capacity(nk * n);
-                    for &(d, _) in kids {
-                        out.extend_from_slice(&l[d * n..(d + 1) * n]);
-                    }
-                    out
+        // Per value, the kids' parents' rows of `x` (`[domains, numel]`).
+        fn gather<T: Clone>(x: &[T], n: usize, kids: &[(usize, (ValueId, usize, bool))]) -> Vec<T> {
+            kids.iter()
+                .flat_map(|&(d, _)| x[d * n..(d + 1) * n].iter().cloned())
+                .collect()
+        }
+        let n = |v: ValueId| g.values[v].numel();
+        let mut c = Crown {
+            g,
+            rnd: self.rnd,
+            domains: nk,
+            bounds: (self.bounds.iter().enumerate())
+                .map(|(v, b)| {
+                    let b = b.as_ref()?;
+                    Some(Intervals::new(
+                        gather(&b.lo, n(v), kids),
+                        gather(&b.hi, n(v), kids),
+                    ))
                 })
-            })
-            .collect();
-        let mut pools: Vec<Option<Vec<Vec<PoolRelax>>>> = self
-            .pools
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .map(|p| kids.iter().map(|&(d, _)| p[d].clone()).collect())
-            })
-            .collect();
+                .collect(),
+            errs: (self.errs.iter().enumerate())
+                .map(|(v, e)| Some(gather(e.as_ref()?, n(v), kids)))
+                .collect(),
+            lines: (self.lines.iter().enumerate())
+                .map(|(v, l)| Some(gather(l.as_ref()?, n(v), kids)))
+                .collect(),
+            pools: (self.pools.iter())
+                .map(|p| Some(gather(p.as_ref()?, 1, kids)))
+                .collect(),
+            terms: self.terms,
+            terms_total: self.terms_total,
+            early: self.early,
+            alpha: self.alpha,
+            local_rows: self.local_rows,
+            splits: (kids.iter())
+                .map(|&(d, s)| self.splits[d].iter().copied().chain([s]).collect())
+                .collect(),
+        };
         let mut split_values = Vec::new();
         for (i, &(_, (v, j, active))) in kids.iter().enumerate() {
-            if let Some(b) = bounds[v].as_mut() {
-                let at = i * g.values[v].numel() + j;
-                if active {
-                    b.lo[at] = b.lo[at].max(0.0);
-                } else {
-                    b.hi[at] = b.hi[at].min(0.0);
-                }
+            if let Some(b) = c.bounds[v].as_mut() {
+                clamp_split(b, i * n(v) + j, active);
             }
             if !split_values.contains(&v) {
                 split_values.push(v);
             }
         }
         for node in &g.nodes {
-            let Some(&x) = node.inputs.first() else {
+            let Some(&x) = node.inputs.first().filter(|x| split_values.contains(x)) else {
                 continue;
             };
-            if !split_values.contains(&x) {
-                continue;
-            }
-            let Some(xb) = bounds[x].as_ref() else {
-                continue;
-            };
-            let at = At { g, node, batch: nk };
-            match with_family!(&node.op, f => f.relaxation(&at, xb, &self.rnd)) {
-                Relaxation::None => {}
-                Relaxation::Lines(l) => lines[node.output] = Some(l),
-                Relaxation::Pool(p) => pools[node.output] = Some(p),
+            if let Some(xb) = c.bounds[x].as_ref() {
+                let at = At { g, node, batch: nk };
+                let r = with_family!(&node.op, f => f.relaxation(&at, xb, &c.rnd));
+                c.keep_relaxation(node.output, r);
             }
         }
-        Crown {
-            g,
-            rnd: self.rnd,
-            domains: nk,
-            bounds,
-            errs,
-            lines,
-            pools,
-            terms: self.terms,
-            terms_total: self.terms_total,
-            early: self.early,
-            alpha: self.alpha,
-            local_rows: self.local_rows,
-            splits: kids
-                .iter()
-                .map(|&(d, s)| {
-                    let mut all = self.splits[d].clone();
-                    all.push(s);
-                    all
-                })
-                .collect(),
+        c
+    }
+
+    /// Keep `r` as the relaxation of the node whose output is `out`.
+    fn keep_relaxation(&mut self, out: ValueId, r: Relaxation) {
+        match r {
+            Relaxation::None => {}
+            Relaxation::Lines(l) => self.lines[out] = Some(l),
+            Relaxation::Pool(p) => self.pools[out] = Some(p),
         }
     }
 

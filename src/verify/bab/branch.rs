@@ -114,13 +114,14 @@ pub(super) fn fsb(
             }
         }
     }
-    let lower = alpha::bound_at(
-        &kids,
-        g.output,
-        &rows,
-        |r, a| fill_row(region, &row_of, r, a),
-        &warm,
-    );
+    // No ascent: one pass per row from the given parameters (as the proof checker evaluates
+    // stored ones).
+    let once = alpha::AlphaConfig {
+        iterations: 0,
+        ..alpha::AlphaConfig::default()
+    };
+    let fill = |r: usize, a: &mut [f64]| fill_row(region, &row_of, r, a);
+    let (lower, _) = alpha::optimize_warm(&kids, g.output, &rows, fill, &once, &warm, |_, _| false);
     // A child's shortfall: over its open disjuncts, how far the best constraint of each is from
     // being refuted (0 once refuted; an empty child is refuted).
     let mut short = vec![0.0f64; np];

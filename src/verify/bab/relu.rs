@@ -99,11 +99,12 @@ pub(super) fn relu_split(
             .enumerate()
             .flat_map(|(b, d)| d.splits.iter().map(move |&(v, j, a)| (v, b, j, a)))
             .collect();
+        let recompute = gain.recompute();
         let skip_before = batch
             .iter()
             .map(|d| {
                 d.splits.last().map_or(0, |&(v, _, _)| {
-                    if gain.recompute() {
+                    if recompute {
                         producer[v] + 1
                     } else {
                         g.nodes.len()
@@ -170,6 +171,7 @@ pub(super) fn relu_split(
         // every later value's bounds, so it models children that keep their parents' bounds;
         // where children recompute them it misjudged (mnistfc 256x4 prop_11_0.05: 285 domains
         // against BaBSR's 167) and BaBSR chooses alone.
+        // (As `gain` stands after this batch: its children are bounded the way it says.)
         let top_k = if gain.recompute() { 1 } else { cfg.fsb.max(1) };
         let split_cands: Vec<Vec<branch::Candidate>> = (0..nb)
             .map(|b| {
@@ -179,22 +181,21 @@ pub(super) fn relu_split(
                 branch::babsr(&c, &pass, &owner, &open[b], b, &relu_inputs, top_k)
             })
             .collect();
-        let picks: Vec<branch::Pick> = batch
-            .iter()
-            .enumerate()
-            .filter(|&(b, _)| split_cands[b].len() > 1)
-            .map(|(b, _)| branch::Pick {
-                b,
-                open: &open[b],
-                warm: &warm[b],
-                cands: split_cands[b].iter().map(|&(_, _, v, j)| (v, j)).collect(),
-            })
-            .collect();
         let mut choice = vec![0usize; nb];
-        for (p, i) in picks.iter().zip(branch::fsb(&c, region, &picks, deadline)) {
-            choice[p.b] = i;
+        {
+            let picks: Vec<branch::Pick> = (0..nb)
+                .filter(|&b| split_cands[b].len() > 1)
+                .map(|b| branch::Pick {
+                    b,
+                    open: &open[b],
+                    warm: &warm[b],
+                    cands: split_cands[b].iter().map(|&(_, _, v, j)| (v, j)).collect(),
+                })
+                .collect();
+            for (p, i) in picks.iter().zip(branch::fsb(&c, region, &picks, deadline)) {
+                choice[p.b] = i;
+            }
         }
-        drop(picks);
         for (b, d) in batch.into_iter().enumerate() {
             let node = &mut tree.nodes[d.id];
             node.skip = skip_before;
