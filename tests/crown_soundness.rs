@@ -334,3 +334,66 @@ proptest! {
         check(&kinds, true, seed, eps)?;
     }
 }
+
+/// alpha-CROWN intermediate bounds cut short by `alpha_deadline` (the root of ReLU splitting
+/// under a time limit) are rebuilt bit for bit, without a clock, by `alpha_nodes` set to the
+/// node where the optimisation stopped, as the proof checker rebuilds them: that node and
+/// every later one keep CROWN's bounds, not a partial ascent that depends on the clock.
+#[test]
+fn alpha_intermediate_bounds_cut_short_are_rebuilt_from_where_they_stopped() {
+    use ferrocert::bounds::crown::{Crown, CrownConfig, Intermediate};
+    use ferrocert::verify::files::{load_network, load_spec_for};
+    use std::time::{Duration, Instant};
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Six hidden ReLU layers: five whose bounds alpha-CROWN optimises.
+    let net = load_network(&repo.join("models/ACASXU_run2a_1_1_batch_2000.onnx")).expect("model");
+    let spec = load_spec_for(&repo.join("specs/acasxu/prop_1.vnnlib"), &net).expect("spec");
+    let g = &net.analysis;
+    let r = &spec.regions[0];
+    let input = Intervals::new(r.lower.clone(), r.upper.clone());
+    let cfg = CrownConfig {
+        intermediate: Intermediate::Alpha,
+        ..CrownConfig::default()
+    };
+    let run = |cfg: CrownConfig| Crown::new(g, input.clone(), 1, cfg);
+    let t0 = Instant::now();
+    let full = run(cfg);
+    let t_full = t0.elapsed();
+    assert_eq!(full.alpha_nodes(), g.nodes.len());
+    let crown = run(CrownConfig {
+        intermediate: Intermediate::Crown,
+        ..CrownConfig::default()
+    });
+    assert!(
+        full.bounds != crown.bounds,
+        "alpha-CROWN narrowed nothing here"
+    );
+    let zero = run(CrownConfig {
+        alpha_nodes: 0,
+        ..cfg
+    });
+    assert!(zero.bounds == crown.bounds, "alpha_nodes 0 is not CROWN");
+    // A deadline already passed stops at the first node optimised, leaving CROWN's bounds;
+    // later ones stop wherever the clock says, and each is rebuilt from where it stopped.
+    for frac in [0.0, 0.25, 0.5, 0.75] {
+        let cut = run(CrownConfig {
+            alpha_deadline: Some(Instant::now() + t_full.mul_f64(frac)),
+            ..cfg
+        });
+        let k = cut.alpha_nodes();
+        if frac == 0.0 {
+            assert!(k < g.nodes.len(), "a passed deadline optimised every node");
+            assert!(cut.bounds == crown.bounds, "a passed deadline is not CROWN");
+        }
+        let again = run(CrownConfig {
+            alpha_nodes: k,
+            alpha_deadline: Some(Instant::now() + Duration::from_secs(3600)),
+            ..cfg
+        });
+        assert_eq!(again.alpha_nodes(), k.min(g.nodes.len()));
+        assert!(
+            again.bounds == cut.bounds,
+            "cut at {frac} of {t_full:?}: stopped before node {k}, not rebuilt from there"
+        );
+    }
+}

@@ -252,3 +252,36 @@ fn filtered_smart_branching_proves_a_cnn_region_in_fewer_domains_than_babsr_alon
         domains[0]
     );
 }
+
+/// Where the root's alpha-CROWN optimisation cannot finish in its share of the time
+/// (cifar10_resnet resnet_4b: about 36 s on one thread, against 0.3 of a 30 s limit), the
+/// search starts from bounds optimised up to the node where it stopped and CROWN's after it,
+/// the proof names that node (`alpha_nodes`), and the checker rebuilds the same bounds
+/// without a clock. Before, such a root was thrown away and its time lost.
+#[test]
+fn a_root_cut_short_is_named_in_the_proof_and_rebuilt_by_the_checker() {
+    use ferrocert::verify::files::{load_network, load_spec_for};
+    let Some(shared) = common::shared_benchmarks() else {
+        return;
+    };
+    let d = shared.join("cifar10_resnet");
+    let model = d.join("onnx/resnet_4b.onnx");
+    let prop =
+        d.join("vnnlib_properties_pgd_filtered/resnet4b_pgd_filtered/prop_6_eps_0.004.vnnlib");
+    let opts = VerifyOptions {
+        timeout: Some(std::time::Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let report = proved(&model, &prop, &opts);
+    assert_eq!(report.proofs.len(), 1, "proved before the search");
+    let p = &report.proofs[0];
+    let net = load_network(&model).expect("model");
+    assert_eq!(p.lp_layers, Some(0));
+    let k = p.alpha_nodes.expect("the root's optimisation finished");
+    assert!(k < net.analysis.nodes.len(), "alpha_nodes {k}");
+    let spec = load_spec_for(&prop, &net).expect("spec");
+    let st = ferrocert::verify::proof::check(&net, &spec.regions[p.region], p, &opts)
+        .expect("the proof checks");
+    assert!(st.root_s > 0.0, "{st:?}");
+    assert!(st.nodes >= p.nodes, "{} of {}", st.nodes, p.nodes);
+}

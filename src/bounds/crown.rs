@@ -61,6 +61,14 @@ pub struct CrownConfig {
     pub deadline: Option<std::time::Instant>,
     /// The slope optimisation of [`Intermediate::Alpha`].
     pub alpha: AlphaConfig,
+    /// Past this instant (or `deadline`, the earlier), [`Intermediate::Alpha`] stops: the
+    /// node whose optimisation it cut short keeps CROWN's bounds, and so does every later one
+    /// ([`Crown::alpha_nodes`] says where it stopped).
+    pub alpha_deadline: Option<std::time::Instant>,
+    /// [`Intermediate::Alpha`] optimises the bounds of the nodes before this index only, CROWN
+    /// bounds the rest: rebuilds the bounds of a run that [`CrownConfig::alpha_deadline`] cut
+    /// short, without a clock.
+    pub alpha_nodes: usize,
     /// Track each backward row's box of positions ([`Support`], default). Off: every row is
     /// treated as dense; the same bounds up to the order of f64 sums, only slower (to measure
     /// the boxes and to check them).
@@ -75,6 +83,8 @@ impl Default for CrownConfig {
             intersect_ibp: true,
             deadline: None,
             alpha: AlphaConfig::default(),
+            alpha_deadline: None,
+            alpha_nodes: usize::MAX,
             local_rows: true,
         }
     }
@@ -156,6 +166,9 @@ pub struct Crown<'g> {
     early: bool,
     /// Slope optimisation for intermediate bounds ([`Intermediate::Alpha`]), if any.
     alpha: Option<AlphaConfig>,
+    /// Index of the first node whose bounds [`Intermediate::Alpha`] did not optimise (the
+    /// graph's length when it optimised all).
+    alpha_stop: usize,
     /// [`CrownConfig::local_rows`].
     pub(crate) local_rows: bool,
     /// Split constraints of each domain, `(value, element, active)`, in the order their
@@ -208,6 +221,13 @@ impl<'g> Crown<'g> {
         Self::build(g, input, domains, cfg, None)
     }
 
+    /// Index of the first node whose intermediate bounds [`Intermediate::Alpha`] did not
+    /// optimise ([`CrownConfig::alpha_deadline`], [`CrownConfig::alpha_nodes`]); the graph's
+    /// length when it optimised every one it bounded.
+    pub fn alpha_nodes(&self) -> usize {
+        self.alpha_stop
+    }
+
     /// Like [`Crown::new`], for branch-and-bound subdomains: `seeds` carries bounds known to
     /// hold on every domain (the parent's), intersected into each value, plus per-domain split
     /// constraints on pre-activation values; values produced before node `skip_before` keep
@@ -242,9 +262,13 @@ impl<'g> Crown<'g> {
             terms_total,
             early: cfg.intersect_ibp,
             alpha: (cfg.intermediate == Intermediate::Alpha).then_some(AlphaConfig {
-                deadline: cfg.deadline,
+                deadline: match (cfg.alpha_deadline, cfg.deadline) {
+                    (Some(a), Some(d)) => Some(a.min(d)),
+                    (a, d) => a.or(d),
+                },
                 ..cfg.alpha
             }),
+            alpha_stop: g.nodes.len(),
             splits: vec![Vec::new(); domains],
             local_rows: cfg.local_rows,
         };
@@ -299,13 +323,20 @@ impl<'g> Crown<'g> {
             // same rounding allowance a backward pass charges (and none of the gamma64 terms
             // on top), so CROWN cannot improve on them.
             let first_affine = node.op.is_affine() && node.inputs == [g.input];
+            if idx >= cfg.alpha_nodes && c.alpha.take().is_some() {
+                c.alpha_stop = idx;
+            }
             if cfg.intermediate != Intermediate::Ibp
                 && need[out] != Need::No
                 && fresh
                 && in_time
                 && !first_affine
             {
+                let optimising = c.alpha.is_some();
                 c.tighten(out, need[out], cfg.intersect_ibp);
+                if optimising && c.alpha.is_none() {
+                    c.alpha_stop = idx;
+                }
             }
             if let (Some(sd), Some(b)) = (seeds, c.bounds[out].as_mut()) {
                 sd.apply(out, on, b);
@@ -355,6 +386,7 @@ impl<'g> Crown<'g> {
             terms_total: self.terms_total,
             early: self.early,
             alpha: self.alpha,
+            alpha_stop: self.alpha_stop,
             local_rows: self.local_rows,
             splits: (kids.iter())
                 .map(|&(d, s)| self.splits[d].iter().copied().chain([s]).collect())
@@ -452,7 +484,7 @@ impl<'g> Crown<'g> {
             a[j] = if row % 2 == 0 { 1.0 } else { -1.0 };
         };
         let mut lower = self.lower_bounds_with(v, &rows, None, fill);
-        if let (Some(acfg), Need::Kink) = (self.alpha.as_ref(), need) {
+        if let (Some(acfg), Need::Kink) = (self.alpha, need) {
             // The elements CROWN leaves unstable, both rows each: alpha-CROWN starts from
             // CROWN's slopes and keeps each row's best bound, so it never loosens one.
             let again: Vec<usize> = (0..sel.len())
@@ -467,11 +499,23 @@ impl<'g> Crown<'g> {
                 })
                 .flat_map(|t| [2 * t, 2 * t + 1])
                 .collect();
-            if !again.is_empty() {
+            let past =
+                |d: Option<std::time::Instant>| d.is_some_and(|d| std::time::Instant::now() >= d);
+            if past(acfg.deadline) {
+                self.alpha = None;
+            } else if !again.is_empty() {
                 let rows2: Vec<usize> = again.iter().map(|&k| rows[k]).collect();
-                let opt = alpha::optimize(self, v, &rows2, |r, a| fill(again[r], a), acfg);
-                for (&k, o) in again.iter().zip(opt) {
-                    lower[k] = lower[k].max(o);
+                let opt = alpha::optimize(self, v, &rows2, |r, a| fill(again[r], a), &acfg);
+                // A check inside that saw the deadline passed may have cut the ascent short,
+                // at a step that depends on the clock: those bounds are sound, but nothing
+                // without the clock could rebuild them, so this node keeps CROWN's. While
+                // the clock still shows time left, every check inside saw some.
+                if past(acfg.deadline) {
+                    self.alpha = None;
+                } else {
+                    for (&k, o) in again.iter().zip(opt) {
+                        lower[k] = lower[k].max(o);
+                    }
                 }
             }
         }

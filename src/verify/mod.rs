@@ -236,17 +236,19 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     for (ri, ks) in open_all {
         let region = &spec.regions[ri];
         let root = if relu_split {
-            root_bounds(net, region, opts, deadline)
+            root_bounds(net, region, opts, deadline, None)
         } else {
             None
         };
-        // The proof names where the search started (see `RegionProof::lp_layers`).
-        let root_layers = root.as_ref().map(|_| 0);
+        // The proof names where the search started (see `RegionProof::lp_layers` and
+        // `RegionProof::alpha_nodes`).
+        let start = root.as_ref().map(|r| (0, r.alpha_nodes));
+        let root = root.map(|r| r.bounds);
         let (out, st) = bab::run(net, region, ri, ks.clone(), root, opts, bcfg, deadline);
         report.bab.add(&st);
         match out {
             bab::BabOutcome::Verified(tree) => {
-                record_search_proof(&mut report, ri, ks, tree, root_layers);
+                record_search_proof(&mut report, ri, ks, tree, start);
             }
             bab::BabOutcome::Falsified(cex) => {
                 report.method = "bab";
@@ -263,40 +265,66 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     finish(report, undecided.unwrap_or(Verdict::Verified))
 }
 
-/// Share of the time left that the root's alpha-CROWN intermediate bounds may take (see
-/// [`root_bounds`]). On the suites they took 0.4-1.5 s on mnistfc and oval21 (limits of 30-75
-/// s) and 7.4-8.8 s on cifar10_resnet (30 s), where the search from CROWN's bounds was faster.
-const ROOT_SHARE: f64 = 0.1;
+/// Share of the time left that the root's alpha-CROWN optimisation may take (see
+/// [`root_bounds`]). It takes 0.4-1.5 s on mnistfc and oval21 (limits of 30-75 s), 7-9 s on
+/// cifar10_resnet resnet_2b and 36 s on resnet_4b (one thread; 30 s limits). With a tenth,
+/// cut short on both resnets, prop_10, prop_22 and prop_47 of resnet_2b timed out; with 0.3
+/// they are proved in 21-22 s, from the full root. Half proved no more of the 11 open
+/// resnet instances.
+const ROOT_SHARE: f64 = 0.3;
+
+/// Bounds the ReLU-splitting search starts from.
+pub(crate) struct Root {
+    /// Bounds of every value on the region.
+    pub(crate) bounds: Vec<Option<Intervals>>,
+    /// The first node whose intermediate bounds alpha-CROWN did not optimise (CROWN's from
+    /// there on), when it stopped before the end ([`crown::Crown::alpha_nodes`]).
+    pub(crate) alpha_nodes: Option<usize>,
+}
 
 /// Bounds of every value on `region` with alpha-CROWN intermediate bounds (each unstable
-/// ReLU input's bounds optimised for itself), to start ReLU splitting from; `None` (start from
-/// CROWN's) when they do not finish within [`ROOT_SHARE`] of the time left.
+/// ReLU input's bounds optimised for itself), to start ReLU splitting from. With a
+/// `deadline`, the optimisation stops at [`ROOT_SHARE`] of the time left, and the node it was
+/// optimising when it stopped and every later one keep CROWN's bounds; `alpha_nodes` (for a
+/// proof checker) rebuilds such bounds without a clock. `None` (start from CROWN's) when
+/// not even CROWN's bounds finish before `deadline`.
 ///
 /// Measured against the LP stage that ran here before (layer-wise LP tightening from these
 /// bounds, then LP on the open constraints, a third of the time): its LPs narrowed the
 /// unstable neurons by 0.0-0.1 % on mnistfc, oval21 and cifar10_resnet instances and proved
 /// no constraint, while the search from these bounds proved the same instances 1.2-16x
 /// sooner (mnistfc 256x6 prop_7_0.03 30.4 -> 1.9 s, oval21 cifar_base_kw img8717 32.7 -> 4.6
-/// s). A root whose optimisation is cut off is not used, so a proof checker rebuilds exactly
-/// the bounds the search started from.
+/// s).
 pub(crate) fn root_bounds(
     net: &Network,
     region: &Region,
     opts: &VerifyOptions,
     deadline: Option<Instant>,
-) -> Option<Vec<Option<Intervals>>> {
+    alpha_nodes: Option<usize>,
+) -> Option<Root> {
+    let g = &net.analysis;
     let cap = deadline.map(|d| {
         let now = Instant::now();
         now + d.saturating_duration_since(now).mul_f64(ROOT_SHARE)
     });
     let input = Intervals::new(region.lower.clone(), region.upper.clone());
-    let c = crown::Crown::new(&net.analysis, input, 1, root_config(opts, cap));
-    // Every deadline check inside saw time left when the clock still shows some, so the
-    // bounds are those of a run without a limit.
-    if cap.is_some_and(|d| Instant::now() >= d) {
+    let cfg = crown::CrownConfig {
+        alpha_deadline: cap,
+        alpha_nodes: alpha_nodes.unwrap_or(usize::MAX),
+        ..root_config(opts, deadline)
+    };
+    let c = crown::Crown::new(g, input, 1, cfg);
+    // Past `deadline` later values kept IBP's bounds, which nothing rebuilds. Before it,
+    // every check inside saw time left, so only `alpha_deadline` cut anything short, and
+    // `alpha_nodes` names where.
+    if deadline.is_some_and(|d| Instant::now() >= d) {
         return None;
     }
-    Some(c.domain_bounds(0))
+    let k = c.alpha_nodes();
+    Some(Root {
+        bounds: c.domain_bounds(0),
+        alpha_nodes: (k < g.nodes.len()).then_some(k),
+    })
 }
 
 /// Settings of the root's bounds (and of the LP stage's, which started from them).
@@ -316,7 +344,7 @@ fn record_search_proof(
     region: usize,
     disjuncts: Vec<usize>,
     tree: Option<proof::Material>,
-    lp_layers: Option<usize>,
+    start: Option<(usize, Option<usize>)>,
 ) {
     report.bab_regions += 1;
     report.regions_proved += 1;
@@ -325,7 +353,8 @@ fn record_search_proof(
             region,
             disjuncts,
             branching: m.branching,
-            lp_layers,
+            lp_layers: start.map(|s| s.0),
+            alpha_nodes: start.and_then(|s| s.1),
             nodes: m.nodes,
             tree: proof::to_hex(&m.bytes),
         });

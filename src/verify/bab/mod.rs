@@ -22,7 +22,8 @@
 //!   neurons' relaxations. Children start the ascent from their parent's best slopes and
 //!   multipliers. Without both, mnistfc 256x2 prop_10 (eps 0.05) ended `unknown` after
 //!   reaching leaves; with them it is proved in 83 domains. The root starts from the region's
-//!   alpha-CROWN intermediate bounds where they came in time ([`super::root_bounds`]).
+//!   alpha-CROWN intermediate bounds, optimised as far as their share of the time allowed and
+//!   CROWN's from there on ([`super::root_bounds`]).
 //!
 //! Each iteration bounds a batch of domains together (CROWN, then alpha-CROWN on what is still
 //! open), drops refuted ones, checks candidate points (box centres, the CROWN minimisers and,

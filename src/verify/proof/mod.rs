@@ -45,6 +45,11 @@ pub struct RegionProof {
     /// by LP; absent: from CROWN's bounds. The checker rebuilds the same bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lp_layers: Option<usize>,
+    /// With `lp_layers` 0: alpha-CROWN optimised the root's intermediate bounds only for the
+    /// nodes before this index (its time ran out there), CROWN bounded the rest; absent: every
+    /// node. The checker rebuilds the same bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha_nodes: Option<usize>,
     /// The search tree, preorder, hex: one byte per node for input splitting (`ff`: leaf,
     /// else the split dimension); for ReLU splitting see [`relu`].
     pub tree: String,

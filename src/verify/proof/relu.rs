@@ -406,8 +406,9 @@ pub(super) fn check(
         }
     } else if p.lp_layers == Some(0) {
         let t0 = std::time::Instant::now();
-        root = crate::verify::root_bounds(net, region, opts, None)
-            .ok_or("no alpha-CROWN bounds to start from")?;
+        root = crate::verify::root_bounds(net, region, opts, None, p.alpha_nodes)
+            .ok_or("no alpha-CROWN bounds to start from")?
+            .bounds;
         stats.root_s += t0.elapsed().as_secs_f64();
     }
     if p.disjuncts.is_empty() {
