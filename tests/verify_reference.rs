@@ -179,6 +179,26 @@ fn proved(
     run.report.expect("report")
 }
 
+/// A shared benchmark instance `suite/onnx`, `suite/vnnlib`: its paths, network and spec;
+/// `None` (said loudly) without `../shared`.
+fn shared_instance(
+    suite: &str,
+    onnx: &str,
+    vnnlib: &str,
+) -> Option<(
+    std::path::PathBuf,
+    std::path::PathBuf,
+    ferrocert::network::Network,
+    ferrocert::spec::Spec,
+)> {
+    use ferrocert::verify::files::{load_network, load_spec_for};
+    let d = common::shared_benchmarks()?.join(suite);
+    let (model, prop) = (d.join(onnx), d.join(vnnlib));
+    let net = load_network(&model).expect("model");
+    let spec = load_spec_for(&prop, &net).expect("spec");
+    Some((model, prop, net, spec))
+}
+
 /// ReLU splitting starts from the region's alpha-CROWN intermediate bounds (`lp_layers` 0 in
 /// the proof), with no LP, and the proof checker rebuilds those bounds and checks every node
 /// from them. The tree before started from CROWN's bounds (a short search) or from the LP
@@ -219,15 +239,13 @@ fn relu_splitting_starts_from_alpha_crown_bounds_that_the_checker_rebuilds() {
 #[test]
 fn filtered_smart_branching_proves_a_cnn_region_in_fewer_domains_than_babsr_alone() {
     use ferrocert::verify::bab::BabConfig;
-    use ferrocert::verify::files::{load_network, load_spec_for};
-    let Some(shared) = common::shared_benchmarks() else {
+    let Some((model, prop, net, spec)) = shared_instance(
+        "oval21",
+        "onnx/cifar_base_kw.onnx",
+        "vnnlib/cifar_base_kw-img8717-eps0.011633986928104577.vnnlib",
+    ) else {
         return;
     };
-    let d = shared.join("oval21");
-    let model = d.join("onnx/cifar_base_kw.onnx");
-    let prop = d.join("vnnlib/cifar_base_kw-img8717-eps0.011633986928104577.vnnlib");
-    let net = load_network(&model).expect("model");
-    let spec = load_spec_for(&prop, &net).expect("spec");
     let mut domains = Vec::new();
     for fsb in [1, 3] {
         let opts = VerifyOptions {
@@ -260,14 +278,13 @@ fn filtered_smart_branching_proves_a_cnn_region_in_fewer_domains_than_babsr_alon
 /// without a clock. Before, such a root was thrown away and its time lost.
 #[test]
 fn a_root_cut_short_is_named_in_the_proof_and_rebuilt_by_the_checker() {
-    use ferrocert::verify::files::{load_network, load_spec_for};
-    let Some(shared) = common::shared_benchmarks() else {
+    let Some((model, prop, net, spec)) = shared_instance(
+        "cifar10_resnet",
+        "onnx/resnet_4b.onnx",
+        "vnnlib_properties_pgd_filtered/resnet4b_pgd_filtered/prop_6_eps_0.004.vnnlib",
+    ) else {
         return;
     };
-    let d = shared.join("cifar10_resnet");
-    let model = d.join("onnx/resnet_4b.onnx");
-    let prop =
-        d.join("vnnlib_properties_pgd_filtered/resnet4b_pgd_filtered/prop_6_eps_0.004.vnnlib");
     let opts = VerifyOptions {
         timeout: Some(std::time::Duration::from_secs(30)),
         ..Default::default()
@@ -275,11 +292,9 @@ fn a_root_cut_short_is_named_in_the_proof_and_rebuilt_by_the_checker() {
     let report = proved(&model, &prop, &opts);
     assert_eq!(report.proofs.len(), 1, "proved before the search");
     let p = &report.proofs[0];
-    let net = load_network(&model).expect("model");
     assert_eq!(p.lp_layers, Some(0));
     let k = p.alpha_nodes.expect("the root's optimisation finished");
     assert!(k < net.analysis.nodes.len(), "alpha_nodes {k}");
-    let spec = load_spec_for(&prop, &net).expect("spec");
     let st = ferrocert::verify::proof::check(&net, &spec.regions[p.region], p, &opts)
         .expect("the proof checks");
     assert!(st.root_s > 0.0, "{st:?}");

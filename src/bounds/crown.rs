@@ -262,10 +262,10 @@ impl<'g> Crown<'g> {
             terms_total,
             early: cfg.intersect_ibp,
             alpha: (cfg.intermediate == Intermediate::Alpha).then_some(AlphaConfig {
-                deadline: match (cfg.alpha_deadline, cfg.deadline) {
-                    (Some(a), Some(d)) => Some(a.min(d)),
-                    (a, d) => a.or(d),
-                },
+                deadline: [cfg.alpha_deadline, cfg.deadline]
+                    .into_iter()
+                    .flatten()
+                    .min(),
                 ..cfg.alpha
             }),
             alpha_stop: g.nodes.len(),
@@ -323,8 +323,10 @@ impl<'g> Crown<'g> {
             // same rounding allowance a backward pass charges (and none of the gamma64 terms
             // on top), so CROWN cannot improve on them.
             let first_affine = node.op.is_affine() && node.inputs == [g.input];
-            if idx >= cfg.alpha_nodes && c.alpha.take().is_some() {
-                c.alpha_stop = idx;
+            // Slopes stop being optimised here by `alpha_nodes` or in `tighten` by the clock.
+            let optimising = c.alpha.is_some();
+            if idx >= cfg.alpha_nodes {
+                c.alpha = None;
             }
             if cfg.intermediate != Intermediate::Ibp
                 && need[out] != Need::No
@@ -332,11 +334,10 @@ impl<'g> Crown<'g> {
                 && in_time
                 && !first_affine
             {
-                let optimising = c.alpha.is_some();
                 c.tighten(out, need[out], cfg.intersect_ibp);
-                if optimising && c.alpha.is_none() {
-                    c.alpha_stop = idx;
-                }
+            }
+            if optimising && c.alpha.is_none() {
+                c.alpha_stop = idx;
             }
             if let (Some(sd), Some(b)) = (seeds, c.bounds[out].as_mut()) {
                 sd.apply(out, on, b);
@@ -499,24 +500,28 @@ impl<'g> Crown<'g> {
                 })
                 .flat_map(|t| [2 * t, 2 * t + 1])
                 .collect();
-            let past =
-                |d: Option<std::time::Instant>| d.is_some_and(|d| std::time::Instant::now() >= d);
-            if past(acfg.deadline) {
-                self.alpha = None;
-            } else if !again.is_empty() {
+            let past = || {
+                acfg.deadline
+                    .is_some_and(|d| std::time::Instant::now() >= d)
+            };
+            let mut stop = past();
+            if !stop && !again.is_empty() {
                 let rows2: Vec<usize> = again.iter().map(|&k| rows[k]).collect();
                 let opt = alpha::optimize(self, v, &rows2, |r, a| fill(again[r], a), &acfg);
                 // A check inside that saw the deadline passed may have cut the ascent short,
                 // at a step that depends on the clock: those bounds are sound, but nothing
                 // without the clock could rebuild them, so this node keeps CROWN's. While
-                // the clock still shows time left, every check inside saw some.
-                if past(acfg.deadline) {
-                    self.alpha = None;
-                } else {
+                // the clock still shows time left, every check inside saw some. (The clock is
+                // read once here: a second reading could stop after keeping the ascent.)
+                stop = past();
+                if !stop {
                     for (&k, o) in again.iter().zip(opt) {
                         lower[k] = lower[k].max(o);
                     }
                 }
+            }
+            if stop {
+                self.alpha = None;
             }
         }
         let b = self.bounds[v].as_mut().expect("bounds");

@@ -242,13 +242,16 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
         };
         // The proof names where the search started (see `RegionProof::lp_layers` and
         // `RegionProof::alpha_nodes`).
-        let start = root.as_ref().map(|r| (0, r.alpha_nodes));
+        let (lp_layers, alpha_nodes) = (
+            root.as_ref().map(|_| 0),
+            root.as_ref().and_then(|r| r.alpha_nodes),
+        );
         let root = root.map(|r| r.bounds);
         let (out, st) = bab::run(net, region, ri, ks.clone(), root, opts, bcfg, deadline);
         report.bab.add(&st);
         match out {
             bab::BabOutcome::Verified(tree) => {
-                record_search_proof(&mut report, ri, ks, tree, start);
+                record_search_proof(&mut report, ri, ks, tree, lp_layers, alpha_nodes);
             }
             bab::BabOutcome::Falsified(cex) => {
                 report.method = "bab";
@@ -269,7 +272,7 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
 /// [`root_bounds`]). It takes 0.4-1.5 s on mnistfc and oval21 (limits of 30-75 s), 7-9 s on
 /// cifar10_resnet resnet_2b and 36 s on resnet_4b (one thread; 30 s limits). With a tenth,
 /// cut short on both resnets, prop_10, prop_22 and prop_47 of resnet_2b timed out; with 0.3
-/// they are proved in 21-22 s, from the full root. Half proved no more of the 11 open
+/// they are proved in 20-25 s, from the full root. Half proved no more of the 11 open
 /// resnet instances.
 const ROOT_SHARE: f64 = 0.3;
 
@@ -344,7 +347,8 @@ fn record_search_proof(
     region: usize,
     disjuncts: Vec<usize>,
     tree: Option<proof::Material>,
-    start: Option<(usize, Option<usize>)>,
+    lp_layers: Option<usize>,
+    alpha_nodes: Option<usize>,
 ) {
     report.bab_regions += 1;
     report.regions_proved += 1;
@@ -353,8 +357,8 @@ fn record_search_proof(
             region,
             disjuncts,
             branching: m.branching,
-            lp_layers: start.map(|s| s.0),
-            alpha_nodes: start.and_then(|s| s.1),
+            lp_layers,
+            alpha_nodes,
             nodes: m.nodes,
             tree: proof::to_hex(&m.bytes),
         });
