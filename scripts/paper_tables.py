@@ -183,6 +183,30 @@ def table_acas_hard():
     return out
 
 
+def table_input_branching():
+    f = RESULTS / "input_branching.csv"
+    if not f.exists():
+        return ["(no result file: scripts/input_branching.sh)"]
+    rows = {}
+    for r in csv.DictReader(f.open()):
+        rows.setdefault(r["instance"], {})[r["rule"]] = r
+    out = ["| instance | lookahead | sb | lookahead tree nodes | sb tree nodes |",
+           "|---|---|---|---|---|"]
+
+    def cell(r):
+        if r is None:
+            return "-"
+        if r["result"] in ("sat", "unsat"):
+            return f"{r['result']} {r['time_s']} s"
+        return f"{r['result']} ({r['time_s']} s)"
+
+    for inst, by in rows.items():
+        la, sb = by.get("lookahead"), by.get("sb")
+        nodes = [(r or {}).get("tree_nodes") or "-" for r in (la, sb)]
+        out.append(f"| {inst} | {cell(la)} | {cell(sb)} | {nodes[0]} | {nodes[1]} |")
+    return out
+
+
 def table_nc():
     f = RESULTS / "scan_vs_nc.md"
     if not f.exists():
@@ -199,6 +223,7 @@ TABLES = {
     "proofs": table_proofs,
     "relu_proofs": table_relu_proofs,
     "acas_hard": table_acas_hard,
+    "input_branching": table_input_branching,
     "nc": table_nc,
 }
 

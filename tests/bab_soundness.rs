@@ -2,7 +2,8 @@
 //! conjunctions, candidate points and sampling) on random small ReLU networks and random
 //! conjunctive unsafe sets. An `unsat` must survive 20,000 float32 samples of the box; a `sat`
 //! must carry a counterexample inside the box whose float32 output satisfies the conjunction.
-//! The thresholds are drawn from the sampled outputs so that both verdicts occur.
+//! The thresholds are drawn from the sampled outputs so that both verdicts occur. Half the
+//! cases choose split dimensions by the lookahead, half by smart branching.
 
 mod common;
 
@@ -11,6 +12,7 @@ use ferrocert::eval;
 use ferrocert::network::Network;
 use ferrocert::onnx::build::to_bytes;
 use ferrocert::spec::{Constraint, Region, Spec};
+use ferrocert::verify::bab::{BabConfig, InputBranching};
 use ferrocert::verify::{self, Verdict, VerifyOptions};
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,8 +73,18 @@ fn check(kinds: &[u8], seed: u64, eps_pick: usize, quantile: usize) -> Result<()
         num_outputs: no,
         regions: vec![region.clone()],
     };
+    // Both input-splitting rules, by seed: the proof is the tree, whichever rule chose it.
+    let input_branching = if (seed / 2) % 2 == 0 {
+        InputBranching::Lookahead
+    } else {
+        InputBranching::Sb
+    };
     let opts = VerifyOptions {
         timeout: Some(Duration::from_secs(5)),
+        bab: Some(BabConfig {
+            input_branching,
+            ..BabConfig::default()
+        }),
         ..Default::default()
     };
     let rep = verify::verify(&net, &spec, &opts).unwrap();

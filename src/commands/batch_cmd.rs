@@ -4,6 +4,7 @@
 use super::{Error, FpModeArg};
 use crate::certify::batch::{self, Instance, read_expected, read_instances, summarize};
 use crate::report;
+use crate::verify::bab::{BabConfig, InputBranching};
 use crate::verify::files::verify_files;
 use crate::verify::{Verdict, VerifyOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -36,6 +37,9 @@ pub struct RunArgs {
     /// Strongest bound method to try.
     #[arg(long, value_enum, default_value = "alpha-crown")]
     pub method: crate::bounds::Method,
+    /// Input splitting's rule for the dimension to split (networks with few inputs).
+    #[arg(long, value_enum, default_value = "lookahead")]
+    pub input_branching: InputBranching,
     /// Print the summary as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -104,6 +108,10 @@ pub fn run(a: &RunArgs, out: &mut dyn Write) -> Result<i32, Error> {
             timeout: Some(Duration::from_secs_f64(inst.timeout * a.timeout_scale)),
             fp_mode,
             method: a.method,
+            bab: Some(BabConfig {
+                input_branching: a.input_branching,
+                ..BabConfig::default()
+            }),
             ..VerifyOptions::default()
         };
         let (run, _) = verify_files(&base.join(&inst.onnx), &base.join(&inst.vnnlib), &opts);

@@ -366,6 +366,9 @@ pub struct VerifyArgs {
     /// Strongest bound method to try (each cheaper one runs first).
     #[arg(long, value_enum, default_value = "alpha-crown")]
     pub method: Method,
+    /// Input splitting's rule for the dimension to split (networks with few inputs).
+    #[arg(long, value_enum, default_value = "lookahead")]
+    pub input_branching: crate::verify::bab::InputBranching,
     /// Print one JSON object (the same evidence `certify` reports) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -397,6 +400,10 @@ pub fn verify_cmd(a: &VerifyArgs, out: &mut dyn Write) -> Result<i32, Error> {
         timeout: a.timeout.map(Duration::from_secs_f64),
         fp_mode: a.fp_mode.into(),
         method: a.method,
+        bab: Some(crate::verify::bab::BabConfig {
+            input_branching: a.input_branching,
+            ..crate::verify::bab::BabConfig::default()
+        }),
         ..VerifyOptions::default()
     };
     let (run, err) = files::verify_files(&a.model, &a.spec, &opts);

@@ -1,7 +1,8 @@
 //! Input splitting: a domain is a sub-box of the region, split at the midpoint of the input
 //! dimension whose children come closest to a proof, among those with the largest influence
-//! on the open rows (a lookahead); open
-//! conjunctions are also refuted by a combined row, and the hardest open boxes are sampled.
+//! on the open rows (a lookahead), or by alpha-beta-CROWN's smart-branching score alone
+//! ([`InputBranching::Sb`]); open conjunctions are also refuted by a combined row, and the
+//! hardest open boxes are sampled.
 
 use super::*;
 
@@ -32,6 +33,9 @@ struct BoxDomain {
     open: Vec<usize>,
     /// Influence `sum |A_x| * width` of each input on the open rows, from its own bounding.
     smear: Vec<f64>,
+    /// Smart-branching score of each input (see [`InputBranching::Sb`]), from its own
+    /// bounding; empty before the first.
+    sb: Vec<f64>,
     /// Proof margin from its own bounding (negative: how far from refuted).
     margin: f64,
     /// Bounds of every value from its own bounding (valid on its sub-boxes).
@@ -200,6 +204,57 @@ fn split_candidates(d: &BoxDomain, region: &Region, k: usize) -> Vec<usize> {
     dims
 }
 
+/// The dimension smart branching splits: the largest score among those that can be split
+/// at f64 resolution; the widest relative to the region before the box has scores.
+fn sb_candidate(d: &BoxDomain, region: &Region) -> Vec<usize> {
+    let ni = d.lo.len();
+    let score = |i: usize| {
+        if d.sb.len() == ni {
+            d.sb[i]
+        } else {
+            (d.hi[i] - d.lo[i]) / (region.upper[i] - region.lower[i]).max(f64::MIN_POSITIVE)
+        }
+    };
+    (0..ni)
+        .filter(|&i| {
+            let mid = 0.5 * d.lo[i] + 0.5 * d.hi[i];
+            mid > d.lo[i] && mid < d.hi[i]
+        })
+        .max_by(|&x, &y| score(x).total_cmp(&score(y)))
+        .into_iter()
+        .collect()
+}
+
+/// Smart-branching scores of every input of each box: per row `r` of the box's open
+/// disjuncts, `max(|A_x[r, i]|, 1e-3) * width_i / 2 + (lower_r - rhs_r)`, the largest over
+/// the rows (alpha-beta-CROWN's `sb` rule: the row closest to a proof decides).
+fn sb_scores(
+    region: &Region,
+    kids: &[(usize, usize, BoxDomain)],
+    owner: &[(usize, usize, usize)],
+    lower: &[f64],
+    ax: &[f64],
+    open_of: &[&[usize]],
+) -> Vec<Vec<f64>> {
+    let ni = kids.first().map_or(0, |k| k.2.lo.len());
+    let mut out = vec![vec![f64::NEG_INFINITY; ni]; kids.len()];
+    if ax.is_empty() {
+        return vec![Vec::new(); kids.len()];
+    }
+    for (r, &(q, k, ci)) in owner.iter().enumerate() {
+        if !open_of[q].contains(&k) {
+            continue;
+        }
+        let m = lower[r] - region.disjuncts[k][ci].rhs;
+        let d = &kids[q].2;
+        for i in 0..ni {
+            let v = ax[r * ni + i].abs().max(1e-3) * (d.hi[i] - d.lo[i]) / 2.0 + m;
+            out[q][i] = out[q][i].max(v);
+        }
+    }
+    out
+}
+
 pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats) {
     let Search {
         net,
@@ -222,6 +277,7 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
         hi: region.upper.clone(),
         open,
         smear: vec![0.0; ni],
+        sb: Vec::new(),
         margin: f64::NEG_INFINITY,
         bounds: None,
     }];
@@ -242,13 +298,24 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
                 return (BabOutcome::Falsified(cex), stats);
             }
         }
+        let sb = cfg.input_branching == InputBranching::Sb;
         let k = cfg.lookahead.clamp(1, ni.max(1));
-        let take = (cfg.batch / SPLIT_PARENTS_DIV).max(1).min(stack.len());
+        // Smart branching bounds two children per parent, the lookahead two per candidate.
+        let parents = if sb {
+            cfg.batch / 2
+        } else {
+            cfg.batch / SPLIT_PARENTS_DIV
+        };
+        let take = parents.max(1).min(stack.len());
         let batch: Vec<BoxDomain> = stack.split_off(stack.len() - take);
         // Children of every candidate dimension: (parent, dim, box).
         let mut kids: Vec<(usize, usize, BoxDomain)> = Vec::new();
         for (b, d) in batch.iter().enumerate() {
-            let cands = split_candidates(d, region, k);
+            let cands = if sb {
+                sb_candidate(d, region)
+            } else {
+                split_candidates(d, region, k)
+            };
             if cands.is_empty() {
                 // This box cannot be split at f64 resolution: it stays open, so nothing is
                 // proved (dropping it would claim its part of the region unchecked).
@@ -268,6 +335,7 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
                         hi: hi1,
                         open: d.open.clone(),
                         smear: vec![0.0; ni],
+                        sb: Vec::new(),
                         margin: d.margin,
                         bounds: d.bounds.clone(),
                     },
@@ -281,6 +349,7 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
                         hi: d.hi.clone(),
                         open: d.open.clone(),
                         smear: vec![0.0; ni],
+                        sb: Vec::new(),
                         margin: d.margin,
                         bounds: d.bounds.clone(),
                     },
@@ -470,6 +539,11 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
                 }
             }
         }
+        let mut sbs = if sb {
+            sb_scores(region, &kids, &owner, &pass.plain, ax, &open_of)
+        } else {
+            vec![Vec::new(); kids.len()]
+        };
         let mut slots: Vec<Option<BoxDomain>> = kids.into_iter().map(|q| Some(q.2)).collect();
         for (t, &q) in keep.iter().enumerate() {
             if open_now[t].is_empty() {
@@ -478,6 +552,7 @@ pub(super) fn input_split(s: &Search, open: Vec<usize>) -> (BabOutcome, BabStats
             if let Some(mut d) = slots[q].take() {
                 d.open = std::mem::take(&mut open_now[t]);
                 d.smear = std::mem::take(&mut smear[q]);
+                d.sb = std::mem::take(&mut sbs[q]);
                 d.margin = marg[q];
                 // Seeds cost a copy of every value's bounds per open domain: bounded memory
                 // beats tightness once the stack is large.
