@@ -316,6 +316,44 @@ fn input_splitting_lookahead_proves_acas_xu_in_a_smaller_tree_than_smart_branchi
     );
 }
 
+/// mnistfc 256x6 prop_1_0.05's violation is a corner of the box that the gradient at the
+/// centre points away from: PGD from the centre and uniform points alone never reached it
+/// (64 restarts of 100 steps), and the search timed out. From each open constraint's CROWN
+/// minimiser corner the attack stage finds it, and the counterexample re-checks.
+#[test]
+fn pgd_from_the_crown_minimiser_corners_finds_a_violation_the_centre_misses() {
+    use ferrocert::verify::attack::{AttackConfig, check_candidate, pgd};
+    let Some((model, prop, net, spec)) = shared_instance(
+        "mnistfc",
+        "onnx/mnist-net_256x6.onnx",
+        "vnnlib/prop_1_0.05.vnnlib",
+    ) else {
+        return;
+    };
+    let region = &spec.regions[0];
+    let all: Vec<usize> = (0..region.disjuncts.len()).collect();
+    let cfg = AttackConfig {
+        restarts: 32,
+        ..AttackConfig::default()
+    };
+    assert!(
+        pgd(&net, region, 0, &all, &[], &cfg, None).is_none(),
+        "found without the corners: the test no longer shows what they add"
+    );
+    let opts = VerifyOptions {
+        timeout: Some(std::time::Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let (run, err) = verify_files(&model, &prop, &opts);
+    assert!(err.is_none(), "{err:?}");
+    let Verdict::Falsified(cex) = &run.verdict else {
+        panic!("{:?}", run.verdict);
+    };
+    assert_eq!(run.report.expect("report").method, "attack");
+    let x32: Vec<f32> = cex.x.iter().map(|&v| v as f32).collect();
+    assert!(check_candidate(&net, region, 0, &x32).is_some());
+}
+
 /// Where the root's alpha-CROWN optimisation cannot finish in its share of the time
 /// (cifar10_resnet resnet_4b: about 36 s on one thread, against 0.3 of a 30 s limit), the
 /// search starts from bounds optimised up to the node where it stopped and CROWN's after it,

@@ -208,12 +208,15 @@ pub fn random_search(
 }
 
 /// Projected gradient descent on the hinge `max_i (c_i y - d_i)` of each unsafe disjunct of
-/// region `ri`, from `cfg.restarts` starting points per disjunct (the first at the centre).
+/// region `ri`, from `cfg.restarts` starting points per disjunct (the first at the centre)
+/// and from `starts` (`(disjunct, point)`, e.g. the box corners where a linear lower bound of
+/// a constraint is attained: [`minimiser_corner`]).
 pub fn pgd(
     net: &Network,
     region: &Region,
     ri: usize,
     disjuncts: &[usize],
+    starts: &[(usize, Vec<f64>)],
     cfg: &AttackConfig,
     deadline: Option<Instant>,
 ) -> Option<Counterexample> {
@@ -223,22 +226,33 @@ pub fn pgd(
     let mut rng = Rng::new(cfg.seed ^ 0xA77AC4, ri as u64);
     // One sample per (disjunct, restart); low-dimensional inputs get more restarts (cheap).
     let restarts = cfg.restarts.max((2048 / (ni + 1)).min(64));
+    let starts: Vec<&(usize, Vec<f64>)> = starts
+        .iter()
+        .filter(|(k, p)| disjuncts.contains(k) && p.len() == ni)
+        .collect();
+    let random = disjuncts.len() * restarts;
     let targets: Vec<usize> = disjuncts
         .iter()
         .flat_map(|&k| std::iter::repeat_n(k, restarts))
+        .chain(starts.iter().map(|s| s.0))
         .collect();
     let n = targets.len();
     if n == 0 {
         return None;
     }
     let mut x = vec![0.0f64; n * ni];
-    for s in 0..n {
+    for s in 0..random {
         for i in 0..ni {
             x[s * ni + i] = if s % restarts == 0 {
                 0.5 * lo[i] + 0.5 * hi[i]
             } else {
                 lo[i] + (hi[i] - lo[i]) * rng.unit()
             };
+        }
+    }
+    for (s, (_, p)) in starts.iter().enumerate() {
+        for i in 0..ni {
+            x[(random + s) * ni + i] = p[i].clamp(lo[i], hi[i]);
         }
     }
     let mut eta = 0.25;
@@ -290,4 +304,17 @@ pub fn pgd(
         }
     }
     None
+}
+
+/// The corner of the box `lo..hi` where a linear function with coefficients `a` is least: a
+/// PGD start for the constraint whose linear lower bound `a` is. On mnistfc 256x6
+/// prop_1_0.05 the violation is a corner of the box; the gradient's sign at the centre
+/// points towards it on 223 of 784 pixels, the CROWN minimiser's corner lies on its side on
+/// 533, and PGD from there finds it, where from the centre and uniform points it never did
+/// (64 restarts, 100 steps).
+pub fn minimiser_corner(a: &[f64], lo: &[f64], hi: &[f64]) -> Vec<f64> {
+    a.iter()
+        .zip(lo.iter().zip(hi))
+        .map(|(&c, (&l, &h))| if c >= 0.0 { l } else { h })
+        .collect()
 }

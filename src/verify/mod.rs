@@ -193,11 +193,18 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
         }
     }
     let mut open_all: Vec<(usize, Vec<usize>)> = Vec::new();
+    // PGD starts `(region, disjunct, point)` from the bounds (see [`attack::pgd`]).
+    let mut pgd_starts: Vec<(usize, usize, Vec<f64>)> = Vec::new();
     for (ci, chunk) in spec.regions.chunks(REGION_BATCH).enumerate() {
         if timed_out() {
             return finish(report, Verdict::Timeout);
         }
-        let open = prove_batch(net, chunk, opts, &mut report, &timed_out);
+        let (open, starts) = prove_batch(net, chunk, opts, &mut report, &timed_out);
+        pgd_starts.extend(
+            starts
+                .into_iter()
+                .map(|(b, k, x)| (ci * REGION_BATCH + b, k, x)),
+        );
         let mut per_region: Vec<Vec<usize>> = vec![Vec::new(); chunk.len()];
         for &(b, k) in &open {
             per_region[b].push(k);
@@ -215,7 +222,13 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     }
     if let Some(cfg) = &opts.attack {
         for (ri, ks) in &open_all {
-            if let Some(cex) = attack::pgd(net, &spec.regions[*ri], *ri, ks, cfg, deadline) {
+            let starts: Vec<(usize, Vec<f64>)> = pgd_starts
+                .iter()
+                .filter(|s| s.0 == *ri)
+                .map(|s| (s.1, s.2.clone()))
+                .collect();
+            let region = &spec.regions[*ri];
+            if let Some(cex) = attack::pgd(net, region, *ri, ks, &starts, cfg, deadline) {
                 report.method = "attack";
                 return finish(report, Verdict::Falsified(cex));
             }
@@ -432,14 +445,16 @@ pub(crate) fn lp_stage(
     }
 }
 
-/// Run IBP, CROWN and alpha-CROWN on a batch of regions; returns the disjuncts left open.
+/// Run IBP, CROWN and alpha-CROWN on a batch of regions; returns the disjuncts left open
+/// `(region, disjunct)` and, per constraint of theirs, the box corner where its CROWN linear
+/// lower bound is least `(region, disjunct, corner)`: PGD starts.
 fn prove_batch(
     net: &Network,
     regions: &[Region],
     opts: &VerifyOptions,
     report: &mut VerifyReport,
     timed_out: &dyn Fn() -> bool,
-) -> Open {
+) -> (Open, Vec<(usize, usize, Vec<f64>)>) {
     let g = &net.analysis;
     let no = g.output_numel();
     let nb = regions.len();
@@ -468,7 +483,7 @@ fn prove_batch(
         }
     }
     if open.is_empty() || opts.method == Method::Ibp || timed_out() {
-        return open;
+        return (open, Vec::new());
     }
     // CROWN with the spec rows folded in.
     report.method = "crown";
@@ -522,13 +537,39 @@ fn prove_batch(
     };
     let lower = c.lower_bounds_with(g.output, &rows, None, fill(&objs));
     let open = settle(&open, &owner, &lower, report, 1);
-    if open.is_empty() || opts.method == Method::Crown || timed_out() {
-        return open;
-    }
-    // alpha-CROWN on the constraints still open.
-    report.method = "alpha-crown";
+    let open = if open.is_empty() || opts.method == Method::Crown || timed_out() {
+        open
+    } else {
+        // alpha-CROWN on the constraints still open.
+        report.method = "alpha-crown";
+        let (objs, owner) = rows_of(&open);
+        let rows: Vec<usize> = objs.iter().map(|o| o.domain).collect();
+        let lower = alpha::optimize(&c, g.output, &rows, fill(&objs), &opts.alpha);
+        settle(&open, &owner, &lower, report, 2)
+    };
+    // Where CROWN's linear lower bound of each open constraint is least: PGD starts.
     let (objs, owner) = rows_of(&open);
     let rows: Vec<usize> = objs.iter().map(|o| o.domain).collect();
-    let lower = alpha::optimize(&c, g.output, &rows, fill(&objs), &opts.alpha);
-    settle(&open, &owner, &lower, report, 2)
+    let mut starts = Vec::new();
+    if !rows.is_empty() && opts.attack.is_some() && !timed_out() {
+        let mut a0 = vec![0.0; rows.len() * no];
+        let f = fill(&objs);
+        for (r, a) in a0.chunks_mut(no).enumerate() {
+            f(r, a);
+        }
+        let rec = crown::Record {
+            acts: false,
+            input: true,
+        };
+        let pass = c.pass(g.output, a0, &rows, None, None, rec);
+        if let Some(ax) = &pass.at_input {
+            let ni = g.input_numel();
+            for (r, &(b, k, _)) in owner.iter().enumerate() {
+                let reg = &regions[b];
+                let x = attack::minimiser_corner(&ax[r * ni..(r + 1) * ni], &reg.lower, &reg.upper);
+                starts.push((b, k, x));
+            }
+        }
+    }
+    (open, starts)
 }

@@ -693,7 +693,7 @@ fn attack_boxes(
             restarts: 4,
             ..*acfg
         };
-        if let Some(cex) = attack::pgd(net, &sub, ri, open, &a, deadline) {
+        if let Some(cex) = attack::pgd(net, &sub, ri, open, &[], &a, deadline) {
             return Some(cex);
         }
     }

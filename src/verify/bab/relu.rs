@@ -72,6 +72,9 @@ pub(super) fn relu_split(
     }];
     let mut attack_round = 0u64;
     let (search_start, mut attack_time) = (Instant::now(), Duration::ZERO);
+    // PGD starts of the next attack round: the latest batch's CROWN minimisers (beta-CROWN's
+    // corners of split domains, which the split constraints moved).
+    let mut starts: Vec<(usize, Vec<f64>)> = Vec::new();
     while !stack.is_empty() {
         if let Some(stop) = s.next_iteration(stack.len(), &mut stats) {
             return (stop, stats);
@@ -90,7 +93,7 @@ pub(super) fn relu_split(
                 };
                 let ks: Vec<usize> = stack.last().map(|d| d.open.clone()).unwrap_or_default();
                 let t0 = Instant::now();
-                let found = attack::pgd(net, region, ri, &ks, &a, deadline);
+                let found = attack::pgd(net, region, ri, &ks, &starts, &a, deadline);
                 attack_time += t0.elapsed();
                 if let Some(cex) = found {
                     return (BabOutcome::Falsified(cex), stats);
@@ -164,16 +167,22 @@ pub(super) fn relu_split(
         // Candidates: the CROWN minimiser of each open row.
         if let Some(ax) = &pass.at_input {
             let mut cands = Vec::new();
+            starts.clear();
             for (r, &(b, k, _)) in owner.iter().enumerate() {
                 if open[b].contains(&k) {
-                    cands.extend((0..ni).map(|i| {
-                        let v = if ax[r * ni + i] >= 0.0 {
-                            region.lower[i]
-                        } else {
-                            region.upper[i]
-                        };
-                        to_f32_inside(v, region.lower[i], region.upper[i])
-                    }));
+                    let x = attack::minimiser_corner(
+                        &ax[r * ni..(r + 1) * ni],
+                        &region.lower,
+                        &region.upper,
+                    );
+                    cands.extend(
+                        x.iter()
+                            .enumerate()
+                            .map(|(i, &v)| to_f32_inside(v, region.lower[i], region.upper[i])),
+                    );
+                    if starts.len() < MAX_STARTS {
+                        starts.push((k, x));
+                    }
                 }
             }
             if let Some(cex) = check_points(net, region, ri, &cands) {
@@ -309,6 +318,9 @@ pub(crate) fn lp_refutes_domain(
             })
     })
 }
+
+/// PGD starts kept from a batch for the next attack round (each costs one more PGD sample).
+const MAX_STARTS: usize = 16;
 
 /// Batches of children that recompute their intermediate bounds before [`Gain`] decides.
 const GAIN_PROBE: usize = 8;
