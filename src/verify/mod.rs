@@ -193,18 +193,16 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
         }
     }
     let mut open_all: Vec<(usize, Vec<usize>)> = Vec::new();
-    // PGD starts `(region, disjunct, point)` from the bounds (see [`attack::pgd`]).
-    let mut pgd_starts: Vec<(usize, usize, Vec<f64>)> = Vec::new();
+    // PGD starts `(disjunct, point)` of each region from its bounds (see [`attack::pgd`]).
+    let mut pgd_starts: Vec<Vec<(usize, Vec<f64>)>> = vec![Vec::new(); spec.regions.len()];
     for (ci, chunk) in spec.regions.chunks(REGION_BATCH).enumerate() {
         if timed_out() {
             return finish(report, Verdict::Timeout);
         }
         let (open, starts) = prove_batch(net, chunk, opts, &mut report, &timed_out);
-        pgd_starts.extend(
-            starts
-                .into_iter()
-                .map(|(b, k, x)| (ci * REGION_BATCH + b, k, x)),
-        );
+        for (b, k, x) in starts {
+            pgd_starts[ci * REGION_BATCH + b].push((k, x));
+        }
         let mut per_region: Vec<Vec<usize>> = vec![Vec::new(); chunk.len()];
         for &(b, k) in &open {
             per_region[b].push(k);
@@ -222,13 +220,8 @@ pub fn verify(net: &Network, spec: &Spec, opts: &VerifyOptions) -> Result<Verify
     }
     if let Some(cfg) = &opts.attack {
         for (ri, ks) in &open_all {
-            let starts: Vec<(usize, Vec<f64>)> = pgd_starts
-                .iter()
-                .filter(|s| s.0 == *ri)
-                .map(|s| (s.1, s.2.clone()))
-                .collect();
-            let region = &spec.regions[*ri];
-            if let Some(cex) = attack::pgd(net, region, *ri, ks, &starts, cfg, deadline) {
+            let (region, starts) = (&spec.regions[*ri], &pgd_starts[*ri]);
+            if let Some(cex) = attack::pgd(net, region, *ri, ks, starts, cfg, deadline) {
                 report.method = "attack";
                 return finish(report, Verdict::Falsified(cex));
             }
@@ -535,8 +528,14 @@ fn prove_batch(
             }
         }
     };
-    let lower = c.lower_bounds_with(g.output, &rows, None, fill(&objs));
-    let open = settle(&open, &owner, &lower, report, 1);
+    // The pass keeps the rows' input coefficients for the PGD starts below.
+    let rec = crown::Record {
+        acts: false,
+        input: opts.attack.is_some(),
+    };
+    let crown_pass = c.passes(g.output, &rows, None, fill(&objs), rec);
+    let crown_owner = owner;
+    let open = settle(&open, &crown_owner, &crown_pass.lower, report, 1);
     let open = if open.is_empty() || opts.method == Method::Crown || timed_out() {
         open
     } else {
@@ -547,24 +546,12 @@ fn prove_batch(
         let lower = alpha::optimize(&c, g.output, &rows, fill(&objs), &opts.alpha);
         settle(&open, &owner, &lower, report, 2)
     };
-    // Where CROWN's linear lower bound of each open constraint is least: PGD starts.
-    let (objs, owner) = rows_of(&open);
-    let rows: Vec<usize> = objs.iter().map(|o| o.domain).collect();
+    // Where CROWN's linear lower bound of each constraint still open is least: PGD starts.
     let mut starts = Vec::new();
-    if !rows.is_empty() && opts.attack.is_some() && !timed_out() {
-        let mut a0 = vec![0.0; rows.len() * no];
-        let f = fill(&objs);
-        for (r, a) in a0.chunks_mut(no).enumerate() {
-            f(r, a);
-        }
-        let rec = crown::Record {
-            acts: false,
-            input: true,
-        };
-        let pass = c.pass(g.output, a0, &rows, None, None, rec);
-        if let Some(ax) = &pass.at_input {
-            let ni = g.input_numel();
-            for (r, &(b, k, _)) in owner.iter().enumerate() {
+    if let Some(ax) = &crown_pass.at_input {
+        let ni = g.input_numel();
+        for (r, &(b, k, _)) in crown_owner.iter().enumerate() {
+            if open.contains(&(b, k)) {
                 let reg = &regions[b];
                 let x = attack::minimiser_corner(&ax[r * ni..(r + 1) * ni], &reg.lower, &reg.upper);
                 starts.push((b, k, x));

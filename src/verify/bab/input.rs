@@ -177,6 +177,12 @@ fn combined_rows(
     out
 }
 
+/// Whether dimension `i` of the box has a midpoint strictly inside at f64 resolution.
+fn splittable(d: &BoxDomain, i: usize) -> bool {
+    let mid = 0.5 * d.lo[i] + 0.5 * d.hi[i];
+    mid > d.lo[i] && mid < d.hi[i]
+}
+
 /// Candidate split dimensions of a box: the top `k` by influence `|A_x| * width` plus relative
 /// width (both normalised), so a dimension the coefficients ignore but that still has width
 /// is considered too.
@@ -190,10 +196,7 @@ fn split_candidates(d: &BoxDomain, region: &Region, k: usize) -> Vec<usize> {
     // comparing children would let rounding noise in its bound pick it forever.
     let widest = rel.iter().copied().fold(0.0, f64::max);
     let mut dims: Vec<usize> = (0..ni)
-        .filter(|&i| {
-            let mid = 0.5 * d.lo[i] + 0.5 * d.hi[i];
-            mid > d.lo[i] && mid < d.hi[i] && rel[i] >= 1e-3 * widest
-        })
+        .filter(|&i| splittable(d, i) && rel[i] >= 1e-3 * widest)
         .collect();
     let score = |i: usize| {
         (if ssum > 0.0 { d.smear[i] / ssum } else { 0.0 })
@@ -216,10 +219,7 @@ fn sb_candidate(d: &BoxDomain, region: &Region) -> Vec<usize> {
         }
     };
     (0..ni)
-        .filter(|&i| {
-            let mid = 0.5 * d.lo[i] + 0.5 * d.hi[i];
-            mid > d.lo[i] && mid < d.hi[i]
-        })
+        .filter(|&i| splittable(d, i))
         .max_by(|&x, &y| score(x).total_cmp(&score(y)))
         .into_iter()
         .collect()
@@ -236,11 +236,11 @@ fn sb_scores(
     ax: &[f64],
     open_of: &[&[usize]],
 ) -> Vec<Vec<f64>> {
-    let ni = kids.first().map_or(0, |k| k.2.lo.len());
-    let mut out = vec![vec![f64::NEG_INFINITY; ni]; kids.len()];
     if ax.is_empty() {
         return vec![Vec::new(); kids.len()];
     }
+    let ni = kids.first().map_or(0, |k| k.2.lo.len());
+    let mut out = vec![vec![f64::NEG_INFINITY; ni]; kids.len()];
     for (r, &(q, k, ci)) in owner.iter().enumerate() {
         if !open_of[q].contains(&k) {
             continue;
