@@ -257,7 +257,9 @@ fn proved_in_one_checked_proof(
 /// On a CNN whose children's recomputed bounds narrow nothing (oval21 cifar_base_kw), the
 /// children keep their parents' bounds after the first batches, and filtered smart branching
 /// (BaBSR's best three neurons re-scored by a one-step bound of both children) then proves the
-/// region in fewer domains than BaBSR's choice alone. The checker accepts both trees.
+/// region in fewer domains than BaBSR's choice alone. In both trees some leaves are children
+/// of the chosen split that its one-step bound already refuted, which are not bounded again;
+/// the checker accepts both trees (and so those leaves, from their recorded parameters).
 #[test]
 fn filtered_smart_branching_proves_a_cnn_region_in_fewer_domains_than_babsr_alone() {
     use ferrocert::verify::bab::BabConfig;
@@ -268,7 +270,7 @@ fn filtered_smart_branching_proves_a_cnn_region_in_fewer_domains_than_babsr_alon
     ) else {
         return;
     };
-    let mut domains = Vec::new();
+    let (mut domains, mut closed) = (Vec::new(), Vec::new());
     for fsb in [1, 3] {
         let bab = BabConfig {
             fsb,
@@ -276,6 +278,15 @@ fn filtered_smart_branching_proves_a_cnn_region_in_fewer_domains_than_babsr_alon
         };
         let report = proved_in_one_checked_proof(&model, &prop, &net, &spec, bab, 300);
         domains.push(report.bab.domains);
+        closed.push(report.bab.fsb_closed);
+    }
+    for i in 0..2 {
+        assert!(
+            closed[i] > 0 && closed[i] < domains[i],
+            "{} of {} domains closed by the one-step bound",
+            closed[i],
+            domains[i]
+        );
     }
     assert!(
         domains[1] < domains[0],

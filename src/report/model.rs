@@ -411,6 +411,7 @@ impl SpecEvidence {
             bab: r.filter(|_| !timed_out).map(|r| BabCounts {
                 regions: r.bab_regions,
                 domains: r.bab.domains,
+                fsb_closed: r.bab.fsb_closed,
                 iterations: r.bab.iterations,
                 max_open: r.bab.max_open,
             }),
@@ -435,6 +436,10 @@ impl SpecEvidence {
 pub struct BabCounts {
     pub regions: usize,
     pub domains: usize,
+    /// Of `domains`, children of ReLU splits that the branching's one-step bound already
+    /// refuted (proved leaves, not bounded again).
+    #[serde(default)]
+    pub fsb_closed: usize,
     pub iterations: usize,
     pub max_open: usize,
 }

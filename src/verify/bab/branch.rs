@@ -13,10 +13,19 @@
 //!   split that closes one child at once). It models children that keep their parents'
 //!   bounds, and is used only where they do (see `Gain` in [`super::relu`]).
 //!
-//! The choice only steers the search: every domain is still bounded and refuted on its own,
-//! and the proof checker replays the recorded splits whatever chose them.
+//! The chosen split's children get that one-step bound even where BaBSR chooses alone (one
+//! candidate), and a child whose bound already refutes every open disjunct is a proved leaf,
+//! not bounded again: the bound is sound on the child (its parent's bounds of every value hold
+//! there, the split only clamps, any slopes in range and multipliers `>= 0` are sound), and
+//! the leaf records the refuting parameters and that nothing was recomputed, so the proof
+//! checker rebuilds the same child and evaluates them. Where one child of most splits closes
+//! at once that is about 40 % of the domains (oval21 cifar_base_kw img8717: 121 of 285).
+//!
+//! Otherwise the choice only steers the search: every other domain is still bounded and
+//! refuted on its own, and the proof checker replays the recorded splits whatever chose them.
 
 use super::*;
+use crate::verify::proof::relu::{Refutation, encode_params};
 
 /// A split candidate: `(score, ReLU layer, its input value, element)`.
 pub(super) type Candidate = (f64, usize, ValueId, usize);
@@ -75,18 +84,28 @@ pub(super) struct Pick<'a> {
     pub(super) cands: Vec<(ValueId, usize)>,
 }
 
-/// For each pick, the index of the candidate whose children's one-step bounds together fall
-/// least short of refuting (see the module notes); 0 (BaBSR's choice) on ties and when the
-/// deadline has passed.
+/// What [`fsb`] chose for one pick.
+#[derive(Default)]
+pub(super) struct Choice {
+    /// Index of the chosen candidate.
+    pub(super) index: usize,
+    /// Per child of the chosen split (inactive, active): the refutation of every open
+    /// disjunct by its one-step bound, where that bound refutes them all.
+    pub(super) closed: [Option<Vec<Refutation>>; 2],
+}
+
+/// For each pick, the candidate whose children's one-step bounds together fall least short of
+/// refuting (see the module notes; 0, BaBSR's choice, on ties and when the deadline has
+/// passed), and which of its children those bounds already close.
 pub(super) fn fsb(
     c: &Crown,
     region: &Region,
     picks: &[Pick],
     deadline: Option<Instant>,
-) -> Vec<usize> {
+) -> Vec<Choice> {
     let g = c.g;
     if picks.is_empty() || deadline.is_some_and(|d| Instant::now() > d) {
-        return vec![0; picks.len()];
+        return picks.iter().map(|_| Choice::default()).collect();
     }
     // One child per candidate and side.
     let mut of = Vec::new();
@@ -121,7 +140,8 @@ pub(super) fn fsb(
         ..alpha::AlphaConfig::default()
     };
     let fill = |r: usize, a: &mut [f64]| fill_row(region, &row_of, r, a);
-    let (lower, _) = alpha::optimize_warm(&kids, g.output, &rows, fill, &once, &warm, |_, _| false);
+    let (lower, params) =
+        alpha::optimize_warm(&kids, g.output, &rows, fill, &once, &warm, |_, _| false);
     // A child's shortfall: over its open disjuncts, how far the best constraint of each is from
     // being refuted (0 once refuted; an empty child is refuted).
     let mut short = vec![0.0f64; np];
@@ -142,15 +162,58 @@ pub(super) fn fsb(
             }
         }
     }
-    let mut choice = vec![0usize; picks.len()];
+    let mut choice: Vec<(usize, usize)> = vec![(0, usize::MAX); picks.len()];
     let mut top: Vec<f64> = vec![f64::NEG_INFINITY; picks.len()];
     for pair in (0..np).step_by(2) {
         let (e, i) = of[pair];
         let s = short[pair] + short[pair + 1];
         if s > top[e] {
             top[e] = s;
-            choice[e] = i;
+            choice[e] = (i, pair);
         }
     }
+    // First row of each child.
+    let mut first = vec![0usize; np + 1];
+    for (d, &(e, _)) in of.iter().enumerate() {
+        let p = &picks[e];
+        first[d + 1] = first[d]
+            + p.open
+                .iter()
+                .map(|&k| region.disjuncts[k].len())
+                .sum::<usize>();
+    }
+    // A child of the chosen split whose one-step bound refutes every open disjunct is a
+    // proved leaf (module notes). An empty child is left to the search, whose rebuilt bounds
+    // show it.
+    let closes = |d: usize| -> Option<Vec<Refutation>> {
+        if kids.infeasible(d) {
+            return None;
+        }
+        let (e, _) = of[d];
+        let mut r = first[d];
+        let mut refs = Vec::new();
+        for &k in picks[e].open {
+            let n = region.disjuncts[k].len();
+            let ci = (0..n)
+                .find(|&ci| crate::verify::refuted(&region.disjuncts[k][ci], lower[r + ci]))?;
+            refs.push(Refutation {
+                k,
+                ci,
+                params: Some(encode_params(&kids, d, &params[r + ci])),
+            });
+            r += n;
+        }
+        Some(refs)
+    };
     choice
+        .into_iter()
+        .map(|(index, pair)| Choice {
+            index,
+            closed: if pair == usize::MAX {
+                [None, None]
+            } else {
+                [closes(pair), closes(pair + 1)]
+            },
+        })
+        .collect()
 }

@@ -21,7 +21,8 @@
 //!   only where the first batches showed that this narrows them (`Gain` in [`relu`]). The
 //!   neuron split is chosen by filtered smart branching ([`branch`]): BaBSR's score (the slack
 //!   the upper relaxation line adds to the bound, `max(-A_j, 0) * (-u l/(u-l))`) picks three
-//!   candidates, and a one-step bound of both children of each picks among them.
+//!   candidates, and a one-step bound of both children of each picks among them; a child of
+//!   the chosen split that bound already refutes is a leaf, not bounded again.
 //!   The final bound is beta-CROWN: alpha-CROWN plus one Lagrange multiplier per split (see
 //!   [`Crown::pass`]), so the splits also constrain the input instead of only their own
 //!   neurons' relaxations. Children start the ascent from their parent's best slopes and
@@ -71,6 +72,9 @@ pub enum BabOutcome {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BabStats {
     pub domains: usize,
+    /// Of `domains`, the children of ReLU splits that the branching's one-step bound already
+    /// refuted (proved leaves, not bounded again).
+    pub fsb_closed: usize,
     pub iterations: usize,
     pub max_open: usize,
 }
@@ -79,6 +83,7 @@ impl BabStats {
     /// Add the counters of another search (of another region, or an earlier search).
     pub fn add(&mut self, o: &BabStats) {
         self.domains += o.domains;
+        self.fsb_closed += o.fsb_closed;
         self.iterations += o.iterations;
         self.max_open = self.max_open.max(o.max_open);
     }
