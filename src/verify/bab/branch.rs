@@ -123,8 +123,11 @@ pub(super) fn fsb(
     let mut rows = Vec::new();
     let mut row_of = Vec::new();
     let mut warm = Vec::new();
+    // First row of each child.
+    let mut first = Vec::with_capacity(np);
     for (d, &(e, _)) in of.iter().enumerate() {
         let p = &picks[e];
+        first.push(rows.len());
         for &k in p.open {
             for ci in 0..region.disjuncts[k].len() {
                 rows.push(d);
@@ -145,9 +148,9 @@ pub(super) fn fsb(
     // A child's shortfall: over its open disjuncts, how far the best constraint of each is from
     // being refuted (0 once refuted; an empty child is refuted).
     let mut short = vec![0.0f64; np];
+    let empty: Vec<bool> = (0..np).map(|d| kids.infeasible(d)).collect();
     let mut r = 0;
     for (d, &(e, _)) in of.iter().enumerate() {
-        let empty = kids.infeasible(d);
         for &k in picks[e].open {
             let m = region.disjuncts[k]
                 .iter()
@@ -157,36 +160,28 @@ pub(super) fn fsb(
                     l - ct.rhs
                 })
                 .fold(f64::NEG_INFINITY, f64::max);
-            if !empty {
+            if !empty[d] {
                 short[d] += m.min(0.0);
             }
         }
     }
-    let mut choice: Vec<(usize, usize)> = vec![(0, usize::MAX); picks.len()];
+    // Per pick, the chosen candidate and the first of its two children (`None`: no score
+    // beat -inf, BaBSR's choice kept).
+    let mut choice: Vec<(usize, Option<usize>)> = vec![(0, None); picks.len()];
     let mut top: Vec<f64> = vec![f64::NEG_INFINITY; picks.len()];
     for pair in (0..np).step_by(2) {
         let (e, i) = of[pair];
         let s = short[pair] + short[pair + 1];
         if s > top[e] {
             top[e] = s;
-            choice[e] = (i, pair);
+            choice[e] = (i, Some(pair));
         }
-    }
-    // First row of each child.
-    let mut first = vec![0usize; np + 1];
-    for (d, &(e, _)) in of.iter().enumerate() {
-        let p = &picks[e];
-        first[d + 1] = first[d]
-            + p.open
-                .iter()
-                .map(|&k| region.disjuncts[k].len())
-                .sum::<usize>();
     }
     // A child of the chosen split whose one-step bound refutes every open disjunct is a
     // proved leaf (module notes). An empty child is left to the search, whose rebuilt bounds
     // show it.
     let closes = |d: usize| -> Option<Vec<Refutation>> {
-        if kids.infeasible(d) {
+        if empty[d] {
             return None;
         }
         let (e, _) = of[d];
@@ -209,11 +204,7 @@ pub(super) fn fsb(
         .into_iter()
         .map(|(index, pair)| Choice {
             index,
-            closed: if pair == usize::MAX {
-                [None, None]
-            } else {
-                [closes(pair), closes(pair + 1)]
-            },
+            closed: pair.map_or([None, None], |d| [closes(d), closes(d + 1)]),
         })
         .collect()
 }

@@ -208,7 +208,8 @@ pub(super) fn relu_split(
                 branch::babsr(&c, &pass, &owner, &open[b], b, &relu_inputs, top_k)
             })
             .collect();
-        let mut choice: Vec<branch::Choice> = (0..nb).map(|_| branch::Choice::default()).collect();
+        let mut choice: Vec<branch::Choice> =
+            std::iter::repeat_with(Default::default).take(nb).collect();
         {
             let picks: Vec<branch::Pick> = (0..nb)
                 .filter(|&b| !split_cands[b].is_empty())
